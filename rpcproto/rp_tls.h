@@ -1,0 +1,123 @@
+/*
+ * rp_tls.h - TLS transport on libevent with GnuTLS.
+ *
+ * GnuTLS never touches the socket: a socket bufferevent moves ciphertext and
+ * GnuTLS reads/writes it through memory push/pull functions. The layer above
+ * sees plaintext only, through callbacks. One struct rp_tls per connection,
+ * kept small: no buffers of its own at rest beyond libevent's (empty)
+ * evbuffers and the GnuTLS session.
+ *
+ * Versions: TLS 1.3 preferred, TLS 1.2 minimum. Clients verify the server
+ * against the configured CA and host name. Servers may request or require a
+ * client certificate; the verified identity (SAN dNSName, else CN) is
+ * available with rp_tls_peer_id() once on_ready has run.
+ *
+ * Lifetime: after on_close has been called the object is freed by this layer
+ * once the callback returns; do not touch it afterwards. rp_tls_close() is
+ * graceful (sends close_notify, flushes, then closes and calls on_close).
+ */
+#ifndef RP_TLS_H
+#define RP_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/util.h>
+
+struct event_base;
+struct evbuffer;
+struct sockaddr;
+
+enum rp_tls_role { RP_TLS_SERVER = 1, RP_TLS_CLIENT };
+
+enum rp_tls_client_cert {
+	RP_TLS_CLIENT_CERT_NONE = 0, /* server: do not ask */
+	RP_TLS_CLIENT_CERT_REQUEST,  /* ask; verify if sent; allow none */
+	RP_TLS_CLIENT_CERT_REQUIRE, /* ask; refuse handshake without a valid one */
+};
+
+struct rp_tls_opts {
+	enum rp_tls_role role;
+	const char
+	    *ca_file; /* PEM bundle: the organisation's CA (trust anchor) */
+	const char
+	    *cert_file; /* PEM: our certificate chain (server: required) */
+	const char *key_file; /* PEM: our private key */
+	enum rp_tls_client_cert client_cert;
+	unsigned handshake_timeout_ms; /* 0 -> 10000 */
+	/* Backpressure: stop reading a peer when this many ciphertext bytes wait
+	 * to be sent to it; resume below half. 0 -> 256 KiB. */
+	size_t out_high_water;
+	/* External PSK mode (expert tickets): TLS 1.3 only, no certificates.
+	 * When psk_lookup is set, a server accepts PSK identities through it; a
+	 * client uses rp_tls_connect_psk(). */
+	int (*psk_lookup)(void *arg, const char *identity, unsigned char *key,
+	    size_t *keylen);
+	void *psk_arg;
+};
+
+struct rp_tls_ctx;
+struct rp_tls;
+
+/* Why a connection closed; passed to on_close. */
+enum rp_tls_close_reason {
+	RP_TLS_CLOSED_LOCAL = 0, /* rp_tls_close() finished */
+	RP_TLS_CLOSED_PEER,      /* peer sent close_notify or EOF */
+	RP_TLS_CLOSED_HANDSHAKE, /* handshake failed (message says why) */
+	RP_TLS_CLOSED_TIMEOUT,   /* handshake deadline passed */
+	RP_TLS_CLOSED_VERIFY,    /* peer certificate not trusted */
+	RP_TLS_CLOSED_ERROR,     /* socket or TLS record error */
+};
+
+struct rp_tls_cbs {
+	/* Handshake finished and the peer verified. */
+	void (*on_ready)(struct rp_tls *t, void *arg);
+	/* Plaintext is available in `in`; consume what you can. */
+	void (*on_read)(struct rp_tls *t, struct evbuffer *in, void *arg);
+	/* Output drained below the low-water mark (optional). */
+	void (*on_drain)(struct rp_tls *t, void *arg);
+	/* Connection is gone; `t` is freed when this returns. */
+	void (*on_close)(struct rp_tls *t, enum rp_tls_close_reason why,
+	    const char *msg, void *arg);
+};
+
+/* Loads credentials; on error returns NULL and writes what/where into err. */
+struct rp_tls_ctx *rp_tls_ctx_new(
+    const struct rp_tls_opts *o, char *err, size_t errlen);
+void rp_tls_ctx_free(struct rp_tls_ctx *ctx);
+
+/* Server side: wraps an accepted, non-blocking socket. */
+struct rp_tls *rp_tls_accept(struct rp_tls_ctx *ctx, struct event_base *base,
+    evutil_socket_t fd, const struct rp_tls_cbs *cbs, void *arg);
+/* Client side: connects (non-blocking) and verifies the server as `host`. */
+struct rp_tls *rp_tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
+    const struct sockaddr *sa, int salen, const char *host,
+    const struct rp_tls_cbs *cbs, void *arg);
+/* Client side with an external PSK (TLS 1.3 only, no certificates). */
+struct rp_tls *rp_tls_connect_psk(struct rp_tls_ctx *ctx,
+    struct event_base *base, const struct sockaddr *sa, int salen,
+    const char *identity, const unsigned char *key, size_t keylen,
+    const struct rp_tls_cbs *cbs, void *arg);
+
+/* Encrypts and queues plaintext. Returns 0, or -1 if closing/closed. */
+int rp_tls_write(struct rp_tls *t, const void *buf, size_t len);
+/* Moves all of `buf` (plaintext) into the connection. */
+int rp_tls_write_buffer(struct rp_tls *t, struct evbuffer *buf);
+/* Ciphertext bytes queued for the socket. */
+size_t rp_tls_out_pending(const struct rp_tls *t);
+/* Stops/resumes delivering plaintext (and reading the socket). */
+void rp_tls_set_reading(struct rp_tls *t, int on);
+/* Replaces callbacks (e.g. when a connection switches to relay mode). */
+void rp_tls_set_cbs(struct rp_tls *t, const struct rp_tls_cbs *cbs, void *arg);
+/* Verified peer identity (SAN dNSName, else CN); NULL if none. */
+const char *rp_tls_peer_id(const struct rp_tls *t);
+/* PSK identity used by the peer (PSK mode), or NULL. */
+const char *rp_tls_psk_id(const struct rp_tls *t);
+/* "TLS1.3", "TLS1.2"... for logs. */
+const char *rp_tls_version(const struct rp_tls *t);
+/* Peer address as text ("127.0.0.1:4433"), for logs and the audit trail. */
+const char *rp_tls_peer_addr(const struct rp_tls *t);
+/* Graceful close: close_notify, flush, then on_close(RP_TLS_CLOSED_LOCAL). */
+void rp_tls_close(struct rp_tls *t);
+
+#endif
