@@ -1,0 +1,106 @@
+/*
+ * bk.h - the broker's one context struct and the records shared by its
+ * modules. No global mutable state: everything hangs off struct bk_ctx,
+ * which is passed explicitly (it is the `ctx` of every rp_conn).
+ *
+ * Modules and who owns what:
+ *   rabrokerd_main.c  startup, signals, -n
+ *   bk_config.c       the configuration file (INI, file:line errors)
+ *   bk_server.c       listener, accept, per-connection setup/teardown
+ *   bk_methods.c      THE method table (name, state, params spec, handler)
+ *   bk_session.c      hello, ping, auth.start/auth.step (helpers)
+ *   bk_agent.c        agent registry: register, sessions, replace, offline
+ *   bk_offer.c        offers, consent, ticket.connect, control, ticket.*
+ *   bk_relay.c        relay.join and the byte splice
+ *   bk_ticket.c bk_store*.c bk_audit.c   tickets, storage, audit trail
+ */
+#ifndef BK_H
+#define BK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct rp_conn;
+struct rp_tls_ctx;
+struct az_dir;
+struct az_sasl;
+struct az_policy;
+struct az_entry;
+struct bk_store;
+struct bk_audit;
+struct bk_config;
+struct bk_offers; /* bk_offer.c's private state */
+struct bk_relays; /* bk_relay.c's private state */
+
+/* A logged-on session on a machine, as the agent reports it. */
+struct bk_usess {
+	char *id;
+	char *user;
+	char *kind; /* "graphical" | "console" | "remote" */
+	int locked;
+};
+
+/* One online machine. Owned by the registry; looked up by FQDN. */
+struct bk_agent {
+	char *fqdn;    /* lower-case, from the certificate */
+	char *dn;      /* computer object, NULL if not looked up */
+	char **groups; /* machine groups "CORP\\kiosks" */
+	size_t ngroups;
+	char **addresses;
+	size_t naddresses;
+	struct bk_usess *sessions;
+	size_t nsessions;
+	struct rp_conn *conn; /* the live connection (a reference is held) */
+	int64_t online_since;
+	int64_t last_seen;
+	int registered; /* agent.register done */
+};
+
+/* Per-connection record (rp_conn_set_data). */
+enum bk_role { BK_ROLE_NONE = 0, BK_ROLE_AGENT, BK_ROLE_HELPER };
+struct bk_peer {
+	enum bk_role role;
+	struct bk_ctx *ctx;
+	struct rp_conn *conn;
+	struct bk_agent *agent; /* role agent, after register */
+	char *machine;          /* role agent: certificate identity */
+	struct az_entry *user;  /* role helper, after auth */
+	struct az_sasl_sess *sasl;
+	char addr[64]; /* peer address "ip:port" */
+};
+
+struct bk_ctx {
+	struct event_base *base;
+	struct bk_config *cfg;
+	struct rp_tls_ctx *tls;
+	struct evconnlistener *listener;
+	struct az_dir *dir; /* NULL when no directory configured */
+	struct az_sasl *sasl;
+	struct az_policy *policy;
+	struct bk_store *store;
+	struct bk_audit *audit;
+	struct bk_agents *agents; /* registry (bk_agent.c) */
+	struct bk_offers *offers;
+	struct bk_relays *relays;
+	unsigned nhelpers; /* connected helpers */
+	int draining;      /* SIGTERM: no new offers */
+};
+
+/* bk_agent.c: the registry of online machines. */
+struct bk_agents *bk_agents_new(void);
+void bk_agents_free(struct bk_agents *a);
+struct bk_agent *bk_agents_find(struct bk_agents *a, const char *fqdn);
+size_t bk_agents_count(const struct bk_agents *a);
+/* Calls fn for every online, registered agent; stops if fn returns != 0. */
+int bk_agents_foreach(
+    struct bk_agents *a, int (*fn)(struct bk_agent *ag, void *arg), void *arg);
+
+/* Helpers for handlers. */
+int64_t bk_now(void); /* broker clock, unix seconds */
+
+#endif
