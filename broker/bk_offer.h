@@ -1,0 +1,74 @@
+/*
+ * bk_offer.h - offers in motion: offer.create, the novice's consent
+ * (novice.prompt), ticket.connect, control (control.request and
+ * control.prompt), ticket.list / ticket.expire / session.event, the
+ * expiry sweep and what happens when an agent or a helper goes away.
+ *
+ * The tickets themselves (ids, secrets, state machine) are bk_ticket.c's and
+ * they live in bk_store; this module keeps a small in-memory index of the
+ * open ones (who to tell, which call is pending) and drives them through
+ * their states, auditing every step and telling the helper with offer.update
+ * on every change. Consent is never assumed: no answer, an error, a closed
+ * connection or any answer other than exactly "accept" means declined.
+ *
+ * Handlers below are rp_handler (ctx is struct bk_ctx *; the connection's
+ * struct bk_peer is rp_conn_data(c)). Method names and shapes are in
+ * docs/METHODS.md.
+ */
+#ifndef BK_OFFER_H
+#define BK_OFFER_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+struct rp_conn;
+struct bk_ctx;
+struct bk_agent;
+struct bk_peer;
+struct bk_offers;
+
+/* Helper methods. */
+void bk_h_offer_create(
+    struct rp_conn *c, json_t *id, json_t *params, void *ctx);
+void bk_h_offer_cancel(
+    struct rp_conn *c, json_t *id, json_t *params, void *ctx);
+void bk_h_control_request(
+    struct rp_conn *c, json_t *id, json_t *params, void *ctx);
+/* Helper and agent. */
+void bk_h_ticket_list(struct rp_conn *c, json_t *id, json_t *params, void *ctx);
+/* Agent methods. */
+void bk_h_ticket_expire(
+    struct rp_conn *c, json_t *id, json_t *params, void *ctx);
+void bk_h_session_event(
+    struct rp_conn *c, json_t *id, json_t *params, void *ctx);
+
+/* Relay (bk_relay.c, declared here too so the method table needs one
+ * header for the offer family). */
+void bk_h_relay_join(struct rp_conn *c, json_t *id, json_t *params, void *ctx);
+
+/* Lifetime: after ctx->store, ctx->audit and ctx->policy are set. Arms the
+ * periodic expiry sweep (one timer for all tickets). */
+struct bk_offers *bk_offers_new(struct bk_ctx *ctx);
+void bk_offers_free(struct bk_offers *o);
+/*
+ * At start: loads open tickets from the store. Tickets past their expiry
+ * are expired (audited). A ticket that was offered or prompting when the
+ * broker stopped is marked timed_out: the answer to its prompt was lost and
+ * consent is never assumed. Accepted and connected tickets stay valid until
+ * they expire, so a restarted broker keeps them. Returns 0 or -1.
+ */
+int bk_offers_restore(struct bk_ctx *ctx);
+/* The registry calls these: an agent's connection went away (prompts in
+ * flight become declined, reason agent_offline), or an agent (re)registered
+ * on a new connection. */
+void bk_offers_agent_gone(struct bk_ctx *ctx, struct bk_agent *ag);
+void bk_offers_agent_back(struct bk_ctx *ctx, struct bk_agent *ag);
+/* A helper's connection closed: its tickets that have not connected yet
+ * (offered, prompting, accepted) are cancelled; connected sessions go on
+ * until they end or expire. */
+void bk_offers_helper_gone(struct bk_ctx *ctx, struct bk_peer *p);
+/* Open tickets known to this broker (metrics). */
+size_t bk_offers_open_count(struct bk_offers *o);
+
+#endif
