@@ -73,7 +73,11 @@ struct bk_ticket;
 	X(BK_AE_TICKET_REFUSED, "ticket_refused", "ticket,reason,host")        \
 	X(BK_AE_TICKET_PARSE_FAILED, "ticket_parse_failed", "host,reason")     \
 	X(BK_AE_AUDIT_CONTINUED, "audit_continued",                            \
-	    "prev_file_seq,prev_file_hash")
+	    "prev_file_seq,prev_file_hash")                                    \
+	X(BK_AE_CONTROL_DECLINED, "control_declined", "ticket,reason")         \
+	X(BK_AE_RELAY_STARTED, "relay_started", "ticket,helper_host,host")     \
+	X(BK_AE_RELAY_ENDED, "relay_ended",                                    \
+	    "ticket,reason,bytes_to_agent,bytes_to_helper,seconds")
 
 enum bk_audit_event {
 #define BK_X_ENUM(e, name, req) e,
