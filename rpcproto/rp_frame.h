@@ -43,7 +43,8 @@ enum rp_frame_res rp_frame_next(struct rp_frame *f, struct evbuffer *in,
     char **line, size_t *len, size_t *bad_off);
 
 /* Strict UTF-8 check (no overlongs, surrogates or code points > U+10FFFF).
- * Returns 1 if valid; else 0 and *bad_off = offset of the first bad byte. */
+ * Returns 1 if valid; else 0 and *bad_off = offset of the first bad byte
+ * (for a sequence cut short by the end of input: its lead byte). */
 int rp_utf8_valid(const char *s, size_t len, size_t *bad_off);
 
 #endif

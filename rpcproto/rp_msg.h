@@ -17,6 +17,9 @@
 
 struct evbuffer;
 
+/* Version carried by "hello" (docs/PROTOCOL.md). */
+#define RP_PROTOCOL_VERSION 1
+
 #define RP_ID_MAX 128
 #define RP_METHOD_MAX 64
 
@@ -44,11 +47,23 @@ struct rp_msg {
  * RP_ERR_PARSE or RP_ERR_INVALID_REQUEST, writes a message saying what and
  * where into err (e.g. "invalid JSON at column 17: ..."), and sets *bad_id to
  * a new reference to the request id when one could be recovered (else NULL),
- * so that the error reply can carry it.
+ * so that the error reply can carry it (on success *bad_id is NULL: use
+ * out->id). On failure out->kind is still set
+ * when the kind could be told (a malformed response must not be answered),
+ * else 0; nothing else in *out is set.
+ *
+ * Beyond JSON-RPC 2.0's own rules it rejects duplicate keys (-32600),
+ * unknown top-level members, unknown members of "error", and method names
+ * that are not printable ASCII (0x21-0x7E) or begin with "rpc.".
  */
 int rp_msg_parse(const char *line, size_t len, struct rp_msg *out,
     json_t **bad_id, char *err, size_t errlen);
 void rp_msg_clear(struct rp_msg *m);
+
+/* 1 if id is an acceptable request id (integer, or string <= RP_ID_MAX). */
+int rp_msg_id_valid(const json_t *id);
+/* 1 if m is an acceptable method name; else 0 and a reason in err. */
+int rp_msg_method_valid(const char *m, char *err, size_t errlen);
 
 /* Builders. They steal the reference to params/result/data (may be NULL) and
  * take a new reference to id. They return NULL only on allocation failure. */
