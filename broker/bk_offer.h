@@ -27,6 +27,7 @@ struct bk_ctx;
 struct bk_agent;
 struct bk_peer;
 struct bk_offers;
+struct bk_ticket;
 
 /* Helper methods. */
 void bk_h_offer_create(
@@ -68,6 +69,12 @@ void bk_offers_agent_back(struct bk_ctx *ctx, struct bk_agent *ag);
  * (offered, prompting, accepted) are cancelled; connected sessions go on
  * until they end or expire. */
 void bk_offers_helper_gone(struct bk_ctx *ctx, struct bk_peer *p);
+/* The open ticket `id` (for the relay), or NULL. Valid until the next
+ * event-loop turn; never hand out its secret. */
+const struct bk_ticket *bk_offers_ticket(struct bk_offers *o, const char *id);
+/* 1 if s is "a.b.c.d:port" or "[v6]:port" with port 1..65535 (no host
+ * names, no port 0, no spaces or signs). */
+int bk_offer_addr_valid(const char *s);
 /* Open tickets known to this broker (metrics). */
 size_t bk_offers_open_count(struct bk_offers *o);
 
