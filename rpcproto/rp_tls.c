@@ -1,0 +1,1251 @@
+/*
+ * rp_tls.c - TLS transport on libevent with GnuTLS.
+ *
+ * GnuTLS never sees the socket. A socket bufferevent moves ciphertext; our
+ * pull function reads it from the bufferevent's input evbuffer (EAGAIN when
+ * empty) and our push function appends to its output evbuffer. Everything is
+ * driven from the bufferevent callbacks, so the layer above only ever runs
+ * from the event loop.
+ *
+ * Lifetime. Every entry from libevent (read, write, event, timer) holds a
+ * "busy" count on the object. Closing tears down the bufferevent (after which
+ * libevent runs no callback for us: bufferevent_free clears them) and calls
+ * on_close exactly once; the memory itself is released only when the
+ * outermost entry returns, so no stack frame of ours ever touches freed
+ * memory. Errors found inside a call made by the user (rp_tls_write...) are
+ * never reported synchronously: they are turned into a deferred bufferevent
+ * event so on_close runs from the loop, not from under the caller's feet.
+ *
+ * Memory. At rest a connection holds this struct, the bufferevent (whose
+ * evbuffers are empty and hold no chains), an empty plaintext evbuffer, the
+ * peer address string and the GnuTLS session. Nothing else is allocated
+ * between reads.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+
+#include "rp_log.h"
+#include "rp_tls.h"
+
+#define TLS_PRIO_CERT \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:%SERVER_PRECEDENCE"
+#define TLS_PRIO_SRV_PSK                                                       \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:+ECDHE-PSK:+DHE-PSK:+PSK:" \
+	"%SERVER_PRECEDENCE"
+#define TLS_PRIO_CLI_PSK \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK"
+#define TLS_HS_TIMEOUT_MS 10000u
+#define TLS_HIGH_WATER (256u * 1024u)
+#define TLS_CLOSE_FLUSH_S 5 /* give up flushing a closing peer after this */
+#define TLS_NAME_MAX 253
+#define TLS_PSK_ID_MAX 255
+#define TLS_PSK_KEY_MAX 64
+
+struct rp_tls_ctx {
+	enum rp_tls_role role;
+	enum rp_tls_client_cert client_cert;
+	unsigned hs_timeout_ms;
+	size_t high_water;
+	gnutls_certificate_credentials_t cert; /* NULL: PSK-only server */
+	gnutls_psk_server_credentials_t psk_srv;
+	gnutls_priority_t prio;     /* certificates (and PSK on a server) */
+	gnutls_priority_t prio_psk; /* client PSK connections */
+	int (*psk_lookup)(void *, const char *, unsigned char *, size_t *);
+	void *psk_arg;
+};
+
+enum tls_state {
+	ST_HANDSHAKE = 0,
+	ST_OPEN,
+	ST_CLOSING, /* flushing close_notify or an alert, then done */
+	ST_DONE,    /* on_close has run; freed when not busy */
+};
+
+struct rp_tls {
+	struct rp_tls_ctx *ctx;
+	struct bufferevent *bev;
+	gnutls_session_t s;
+	struct evbuffer *in;    /* decrypted, not yet consumed by on_read */
+	struct evbuffer *early; /* plaintext written before the handshake */
+	struct event *hs_timer; /* only during the handshake */
+	gnutls_psk_client_credentials_t psk_cli;
+	struct rp_tls_cbs cbs;
+	void *arg;
+	char *peer_addr;
+	char *peer_id;
+	char *psk_id;
+	char *close_msg; /* reason kept while flushing before close */
+	unsigned busy;
+	uint8_t state;
+	uint8_t close_why;    /* enum rp_tls_close_reason when ST_CLOSING */
+	uint8_t user_reading; /* rp_tls_set_reading() */
+	uint8_t paused;       /* output above high water */
+	uint8_t eof;          /* peer sent FIN */
+	uint8_t deferred;     /* close requested from user context */
+};
+
+static void tls_read_cb(struct bufferevent *, void *);
+static void tls_write_cb(struct bufferevent *, void *);
+static void tls_event_cb(struct bufferevent *, short, void *);
+
+/* ---- credentials ---------------------------------------------------- */
+
+static int
+psk_server_cb(
+    gnutls_session_t s, const gnutls_datum_t *user, gnutls_datum_t *key)
+{
+	struct rp_tls *t = gnutls_session_get_ptr(s);
+	char id[TLS_PSK_ID_MAX + 1];
+	unsigned char k[TLS_PSK_KEY_MAX];
+	size_t klen = sizeof(k);
+	int r;
+
+	if (t == NULL || t->ctx->psk_lookup == NULL || user->size == 0 ||
+	    user->size > TLS_PSK_ID_MAX ||
+	    memchr(user->data, '\0', user->size) != NULL)
+		return -1;
+	memcpy(id, user->data, user->size);
+	id[user->size] = '\0';
+	r = t->ctx->psk_lookup(t->ctx->psk_arg, id, k, &klen);
+	if (r != 0 || klen == 0 || klen > sizeof(k)) {
+		gnutls_memset(k, 0, sizeof(k));
+		return -1;
+	}
+	key->data = gnutls_malloc(klen);
+	if (key->data == NULL) {
+		gnutls_memset(k, 0, sizeof(k));
+		return -1;
+	}
+	memcpy(key->data, k, klen);
+	key->size = (unsigned)klen;
+	gnutls_memset(k, 0, sizeof(k));
+	return 0;
+}
+
+struct rp_tls_ctx *
+rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
+{
+	struct rp_tls_ctx *ctx;
+	const char *epos = NULL;
+	int r;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	ctx = calloc(1, sizeof(*ctx));
+	if (ctx == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctx->role = o->role;
+	ctx->client_cert = o->client_cert;
+	ctx->hs_timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms
+	                                             : TLS_HS_TIMEOUT_MS;
+	ctx->high_water =
+	    o->out_high_water ? o->out_high_water : TLS_HIGH_WATER;
+	ctx->psk_lookup = o->psk_lookup;
+	ctx->psk_arg = o->psk_arg;
+
+	if (o->role != RP_TLS_SERVER && o->role != RP_TLS_CLIENT) {
+		snprintf(err, errlen, "tls: role must be server or client");
+		goto fail;
+	}
+	if (o->role == RP_TLS_SERVER && o->cert_file == NULL &&
+	    o->psk_lookup == NULL) {
+		snprintf(err, errlen, "tls: a server needs cert_file/key_file");
+		goto fail;
+	}
+	if ((o->cert_file == NULL) != (o->key_file == NULL)) {
+		snprintf(
+		    err, errlen, "tls: cert_file and key_file go together");
+		goto fail;
+	}
+	if (o->ca_file != NULL || o->cert_file != NULL) {
+		if ((r = gnutls_certificate_allocate_credentials(&ctx->cert)) <
+		    0) {
+			snprintf(err, errlen, "tls: %s", gnutls_strerror(r));
+			goto fail;
+		}
+	}
+	if (o->ca_file != NULL) {
+		r = gnutls_certificate_set_x509_trust_file(
+		    ctx->cert, o->ca_file, GNUTLS_X509_FMT_PEM);
+		if (r <= 0) {
+			snprintf(err, errlen, "tls: ca_file %s: %s", o->ca_file,
+			    r == 0 ? "no certificate found"
+			           : gnutls_strerror(r));
+			goto fail;
+		}
+	} else if (o->role == RP_TLS_CLIENT && o->cert_file != NULL) {
+		snprintf(err, errlen, "tls: a client needs ca_file");
+		goto fail;
+	} else if (o->role == RP_TLS_SERVER &&
+	    o->client_cert != RP_TLS_CLIENT_CERT_NONE) {
+		snprintf(err, errlen,
+		    "tls: client certificates need ca_file to verify them");
+		goto fail;
+	}
+	if (o->cert_file != NULL) {
+		r = gnutls_certificate_set_x509_key_file(
+		    ctx->cert, o->cert_file, o->key_file, GNUTLS_X509_FMT_PEM);
+		if (r < 0) {
+			snprintf(err, errlen,
+			    "tls: cert_file %s / key_file %s: %s", o->cert_file,
+			    o->key_file, gnutls_strerror(r));
+			goto fail;
+		}
+	}
+	if (o->role == RP_TLS_SERVER && o->psk_lookup != NULL) {
+		if ((r = gnutls_psk_allocate_server_credentials(
+		         &ctx->psk_srv)) < 0) {
+			snprintf(err, errlen, "tls: %s", gnutls_strerror(r));
+			goto fail;
+		}
+		gnutls_psk_set_server_credentials_function2(
+		    ctx->psk_srv, psk_server_cb);
+	}
+	r = gnutls_priority_init(&ctx->prio,
+	    ctx->psk_srv != NULL ? TLS_PRIO_SRV_PSK : TLS_PRIO_CERT, &epos);
+	if (r < 0) {
+		snprintf(err, errlen, "tls: priorities at '%s': %s",
+		    epos ? epos : "?", gnutls_strerror(r));
+		goto fail;
+	}
+	if (o->role == RP_TLS_CLIENT) {
+		r = gnutls_priority_init(
+		    &ctx->prio_psk, TLS_PRIO_CLI_PSK, &epos);
+		if (r < 0) {
+			snprintf(err, errlen, "tls: PSK priorities at '%s': %s",
+			    epos ? epos : "?", gnutls_strerror(r));
+			goto fail;
+		}
+	}
+	return ctx;
+fail:
+	rp_tls_ctx_free(ctx);
+	return NULL;
+}
+
+void
+rp_tls_ctx_free(struct rp_tls_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	if (ctx->prio != NULL)
+		gnutls_priority_deinit(ctx->prio);
+	if (ctx->prio_psk != NULL)
+		gnutls_priority_deinit(ctx->prio_psk);
+	if (ctx->cert != NULL)
+		gnutls_certificate_free_credentials(ctx->cert);
+	if (ctx->psk_srv != NULL)
+		gnutls_psk_free_server_credentials(ctx->psk_srv);
+	free(ctx);
+}
+
+/* ---- transport functions for GnuTLS --------------------------------- */
+
+static ssize_t
+tls_push(gnutls_transport_ptr_t p, const void *data, size_t len)
+{
+	struct rp_tls *t = p;
+
+	if (t->bev == NULL ||
+	    evbuffer_add(bufferevent_get_output(t->bev), data, len) != 0) {
+		gnutls_transport_set_errno(t->s, EIO);
+		return -1;
+	}
+	return (ssize_t)len;
+}
+
+static ssize_t
+tls_pull(gnutls_transport_ptr_t p, void *data, size_t len)
+{
+	struct rp_tls *t = p;
+	int n;
+
+	if (t->bev == NULL) {
+		gnutls_transport_set_errno(t->s, EIO);
+		return -1;
+	}
+	n = evbuffer_remove(bufferevent_get_input(t->bev), data, len);
+	if (n <= 0) {
+		gnutls_transport_set_errno(t->s, EAGAIN);
+		return -1;
+	}
+	return n;
+}
+
+static int
+tls_pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
+{
+	struct rp_tls *t = p;
+
+	(void)ms; /* never block: the event loop waits for us */
+	if (t->bev == NULL)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_input(t->bev)) > 0;
+}
+
+/* ---- teardown ------------------------------------------------------- */
+
+static void
+tls_release(struct rp_tls *t)
+{
+	if (t->s != NULL)
+		gnutls_deinit(t->s);
+	if (t->psk_cli != NULL)
+		gnutls_psk_free_client_credentials(t->psk_cli);
+	if (t->in != NULL)
+		evbuffer_free(t->in);
+	if (t->early != NULL)
+		evbuffer_free(t->early);
+	free(t->peer_addr);
+	free(t->peer_id);
+	free(t->psk_id);
+	free(t->close_msg);
+	free(t);
+}
+
+/* Ends the connection now and calls on_close once. */
+static void
+tls_finish(struct rp_tls *t, enum rp_tls_close_reason why, const char *msg)
+{
+	char *keep;
+
+	if (t->state == ST_DONE)
+		return;
+	t->state = ST_DONE;
+	if (t->hs_timer != NULL) {
+		event_free(t->hs_timer);
+		t->hs_timer = NULL;
+	}
+	if (t->bev != NULL) {
+		/* Clears our callbacks; libevent keeps the object alive for
+		 * any of its own deferred work and closes the fd. */
+		bufferevent_free(t->bev);
+		t->bev = NULL;
+	}
+	keep = t->close_msg; /* msg may point into it */
+	t->close_msg = NULL;
+	if (t->cbs.on_close != NULL) {
+		t->busy++;
+		t->cbs.on_close(t, why, msg, t->arg);
+		t->busy--;
+	}
+	free(keep);
+}
+
+static void
+tls_leave(struct rp_tls *t)
+{
+	if (--t->busy == 0 && t->state == ST_DONE)
+		tls_release(t);
+}
+
+/* Sends what is queued (an alert, close_notify), then finishes. */
+static void
+tls_flush_then_finish(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg)
+{
+	struct timeval tv = {TLS_CLOSE_FLUSH_S, 0};
+
+	if (t->state >= ST_CLOSING)
+		return;
+	if (t->hs_timer != NULL) {
+		event_free(t->hs_timer);
+		t->hs_timer = NULL;
+	}
+	t->state = ST_CLOSING;
+	t->close_why = (uint8_t)why;
+	free(t->close_msg);
+	t->close_msg = msg ? strdup(msg) : NULL;
+	bufferevent_disable(t->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(t->bev)) == 0) {
+		/* Nothing to flush: finish from the loop (we may be inside a
+		 * user call). */
+		t->deferred = 1;
+		bufferevent_trigger_event(
+		    t->bev, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
+	bufferevent_setwatermark(t->bev, EV_WRITE, 0, 0);
+	bufferevent_set_timeouts(t->bev, NULL, &tv);
+	bufferevent_enable(t->bev, EV_WRITE);
+}
+
+/* An error noticed inside a user call: close from the loop instead. */
+static void
+tls_fail_deferred(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg)
+{
+	if (t->state >= ST_CLOSING)
+		return;
+	if (t->hs_timer != NULL) {
+		event_free(t->hs_timer);
+		t->hs_timer = NULL;
+	}
+	t->state = ST_CLOSING;
+	t->close_why = (uint8_t)why;
+	free(t->close_msg);
+	t->close_msg = msg ? strdup(msg) : NULL;
+	t->deferred = 1;
+	bufferevent_disable(t->bev, EV_READ | EV_WRITE);
+	bufferevent_trigger_event(
+	    t->bev, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* ---- reading policy ------------------------------------------------- */
+
+static int
+tls_want_read(const struct rp_tls *t)
+{
+	if (t->state == ST_HANDSHAKE)
+		return 1;
+	return t->state == ST_OPEN && t->user_reading && !t->paused;
+}
+
+static void
+tls_update_reading(struct rp_tls *t)
+{
+	if (t->bev == NULL || t->state >= ST_CLOSING)
+		return;
+	if (tls_want_read(t) && !t->eof)
+		bufferevent_enable(t->bev, EV_READ);
+	else
+		bufferevent_disable(t->bev, EV_READ);
+}
+
+/* Enters backpressure when the ciphertext queue passes the high water. */
+static void
+tls_check_high(struct rp_tls *t)
+{
+	size_t hw = t->ctx->high_water;
+
+	if (t->paused || t->bev == NULL || t->state != ST_OPEN)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(t->bev)) <= hw)
+		return;
+	t->paused = 1;
+	bufferevent_setwatermark(t->bev, EV_WRITE, hw / 2, 0);
+	tls_update_reading(t);
+}
+
+/* ---- names ---------------------------------------------------------- */
+
+/* A usable identity: a host name or a simple account name. */
+static int
+tls_name_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > TLS_NAME_MAX || s[0] == '.' || s[0] == '-')
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		        (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+		        c == '_' || c == '@'))
+			return 0;
+	}
+	return 1;
+}
+
+/* Sets t->peer_id from the peer's leaf certificate: first SAN dNSName, else
+ * the subject CN. Returns 0, or -1 with a message. */
+static int
+tls_peer_name(struct rp_tls *t, char *err, size_t errlen)
+{
+	const gnutls_datum_t *certs;
+	unsigned ncerts = 0;
+	gnutls_x509_crt_t crt;
+	char buf[TLS_NAME_MAX + 2];
+	size_t sz;
+	unsigned type;
+	int r, found = 0;
+
+	certs = gnutls_certificate_get_peers(t->s, &ncerts);
+	if (certs == NULL || ncerts == 0) {
+		snprintf(err, errlen, "no peer certificate");
+		return -1;
+	}
+	if (gnutls_x509_crt_init(&crt) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if ((r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER)) <
+	    0) {
+		snprintf(
+		    err, errlen, "peer certificate: %s", gnutls_strerror(r));
+		gnutls_x509_crt_deinit(crt);
+		return -1;
+	}
+	for (unsigned i = 0; i < 64 && !found; i++) {
+		sz = sizeof(buf);
+		r = gnutls_x509_crt_get_subject_alt_name(
+		    crt, i, buf, &sz, NULL);
+		if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+			break;
+		type = (unsigned)r;
+		if (r == GNUTLS_E_SHORT_MEMORY_BUFFER) {
+			snprintf(err, errlen,
+			    "peer certificate: subject alt name too long");
+			goto bad;
+		}
+		if (r < 0) {
+			snprintf(err, errlen,
+			    "peer certificate: subject alt name: %s",
+			    gnutls_strerror(r));
+			goto bad;
+		}
+		if (type != GNUTLS_SAN_DNSNAME)
+			continue;
+		if (!tls_name_ok(buf, sz)) {
+			snprintf(
+			    err, errlen, "peer certificate: unusable dNSName");
+			goto bad;
+		}
+		found = 1;
+	}
+	if (!found) {
+		sz = sizeof(buf);
+		r = gnutls_x509_crt_get_dn_by_oid(
+		    crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &sz);
+		if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+			snprintf(err, errlen,
+			    "peer certificate has neither dNSName nor CN");
+			goto bad;
+		}
+		if (r < 0) {
+			snprintf(err, errlen, "peer certificate CN: %s",
+			    r == GNUTLS_E_SHORT_MEMORY_BUFFER
+			        ? "too long"
+			        : gnutls_strerror(r));
+			goto bad;
+		}
+		if (!tls_name_ok(buf, sz)) {
+			snprintf(err, errlen, "peer certificate: unusable CN");
+			goto bad;
+		}
+	}
+	gnutls_x509_crt_deinit(crt);
+	free(t->peer_id);
+	t->peer_id = strndup(buf, sz);
+	if (t->peer_id == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+bad:
+	gnutls_x509_crt_deinit(crt);
+	return -1;
+}
+
+/* Server side: checks the client certificate after the handshake. */
+static int
+tls_verify_client(struct rp_tls *t, char *err, size_t errlen)
+{
+	unsigned status = 0, n = 0;
+	gnutls_datum_t out;
+	int r;
+
+	if (t->ctx->client_cert == RP_TLS_CLIENT_CERT_NONE || t->psk_id != NULL)
+		return 0;
+	if (gnutls_certificate_get_peers(t->s, &n) == NULL || n == 0) {
+		if (t->ctx->client_cert == RP_TLS_CLIENT_CERT_REQUIRE) {
+			snprintf(err, errlen, "client certificate required");
+			return -1;
+		}
+		return 0;
+	}
+	r = gnutls_certificate_verify_peers2(t->s, &status);
+	if (r < 0) {
+		snprintf(
+		    err, errlen, "client certificate: %s", gnutls_strerror(r));
+		return -1;
+	}
+	if (status != 0) {
+		if (gnutls_certificate_verification_status_print(
+		        status, GNUTLS_CRT_X509, &out, 0) == 0) {
+			snprintf(err, errlen, "client certificate: %s",
+			    (char *)out.data);
+			gnutls_free(out.data);
+		} else
+			snprintf(err, errlen, "client certificate not trusted");
+		return -1;
+	}
+	return tls_peer_name(t, err, errlen);
+}
+
+/* ---- handshake and records ------------------------------------------ */
+
+static void
+tls_handshake_failed(struct rp_tls *t, int r)
+{
+	char msg[512];
+	enum rp_tls_close_reason why = RP_TLS_CLOSED_HANDSHAKE;
+	gnutls_datum_t out;
+
+	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+		why = RP_TLS_CLOSED_VERIFY;
+		if (gnutls_certificate_verification_status_print(
+		        gnutls_session_get_verify_cert_status(t->s),
+		        GNUTLS_CRT_X509, &out, 0) == 0) {
+			snprintf(msg, sizeof(msg), "peer certificate: %s",
+			    (char *)out.data);
+			gnutls_free(out.data);
+		} else
+			snprintf(
+			    msg, sizeof(msg), "peer certificate not trusted");
+	} else if (r == GNUTLS_E_NO_CERTIFICATE_FOUND ||
+	    r == GNUTLS_E_CERTIFICATE_REQUIRED) {
+		why = RP_TLS_CLOSED_VERIFY;
+		snprintf(msg, sizeof(msg), "handshake: %s", gnutls_strerror(r));
+	} else if (r == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+		snprintf(msg, sizeof(msg), "handshake: peer sent alert: %s",
+		    gnutls_alert_get_name(gnutls_alert_get(t->s)));
+	} else
+		snprintf(msg, sizeof(msg), "handshake: %s", gnutls_strerror(r));
+	if (r != GNUTLS_E_FATAL_ALERT_RECEIVED)
+		gnutls_alert_send_appropriate(t->s, r);
+	tls_flush_then_finish(t, why, msg);
+}
+
+static int
+tls_flush_early(struct rp_tls *t)
+{
+	struct evbuffer *e = t->early;
+
+	if (e == NULL)
+		return 0;
+	t->early = NULL;
+	rp_tls_write_buffer(t, e);
+	evbuffer_free(e);
+	return t->state == ST_OPEN ? 0 : -1;
+}
+
+static void
+tls_handshake_done(struct rp_tls *t)
+{
+	char err[512];
+	gnutls_datum_t u;
+
+	if (t->hs_timer != NULL) {
+		event_free(t->hs_timer);
+		t->hs_timer = NULL;
+	}
+	if (gnutls_auth_get_type(t->s) == GNUTLS_CRD_PSK &&
+	    t->ctx->role == RP_TLS_SERVER) {
+		if (gnutls_psk_server_get_username2(t->s, &u) == 0 &&
+		    u.size > 0)
+			t->psk_id = strndup((const char *)u.data, u.size);
+		if (t->psk_id == NULL) {
+			tls_flush_then_finish(
+			    t, RP_TLS_CLOSED_HANDSHAKE, "PSK identity missing");
+			return;
+		}
+	}
+	if (t->ctx->role == RP_TLS_SERVER) {
+		if (tls_verify_client(t, err, sizeof(err)) != 0) {
+			gnutls_alert_send(
+			    t->s, GNUTLS_AL_FATAL, GNUTLS_A_BAD_CERTIFICATE);
+			tls_flush_then_finish(t, RP_TLS_CLOSED_VERIFY, err);
+			return;
+		}
+	} else if (t->psk_cli == NULL) {
+		/* Chain and host name were verified during the handshake. */
+		if (tls_peer_name(t, err, sizeof(err)) != 0) {
+			gnutls_alert_send(
+			    t->s, GNUTLS_AL_FATAL, GNUTLS_A_BAD_CERTIFICATE);
+			tls_flush_then_finish(t, RP_TLS_CLOSED_VERIFY, err);
+			return;
+		}
+	}
+	t->state = ST_OPEN;
+	tls_update_reading(t);
+	if (tls_flush_early(t) != 0)
+		return;
+	if (t->cbs.on_ready != NULL)
+		t->cbs.on_ready(t, t->arg);
+}
+
+/* Decrypts every complete record waiting in the input and hands the
+ * plaintext to on_read, while reading is allowed. */
+static void
+tls_process(struct rp_tls *t)
+{
+	struct evbuffer *cin;
+	gnutls_packet_t pkt;
+	gnutls_datum_t d;
+	ssize_t r;
+	size_t before;
+	char msg[256];
+	int got_bye = 0;
+
+	if (t->state == ST_HANDSHAKE) {
+		int hr;
+		for (int i = 0; i < 64; i++) {
+			hr = gnutls_handshake(t->s);
+			if (hr == 0 || gnutls_error_is_fatal(hr) ||
+			    hr == GNUTLS_E_AGAIN)
+				break;
+		}
+		if (hr == GNUTLS_E_AGAIN || hr == GNUTLS_E_INTERRUPTED ||
+		    (hr < 0 && !gnutls_error_is_fatal(hr)))
+			return;
+		if (hr < 0) {
+			tls_handshake_failed(t, hr);
+			return;
+		}
+		tls_handshake_done(t);
+	}
+	while (t->state == ST_OPEN && t->user_reading && !t->paused) {
+		cin = bufferevent_get_input(t->bev);
+		before = evbuffer_get_length(cin);
+		if (before == 0 && gnutls_record_check_pending(t->s) == 0)
+			break;
+		r = gnutls_record_recv_packet(t->s, &pkt);
+		if (r > 0) {
+			gnutls_packet_get(pkt, &d, NULL);
+			if (evbuffer_add(t->in, d.data, d.size) != 0) {
+				gnutls_packet_deinit(pkt);
+				tls_finish(
+				    t, RP_TLS_CLOSED_ERROR, "out of memory");
+				return;
+			}
+			gnutls_packet_deinit(pkt);
+			continue;
+		}
+		if (r == 0) { /* close_notify: deliver what came before */
+			got_bye = 1;
+			break;
+		}
+		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+			/* A partial record, or a post-handshake message
+			 * (NewSessionTicket, KeyUpdate): go on while the
+			 * input shrinks. */
+			if (evbuffer_get_length(cin) < before &&
+			    evbuffer_get_length(cin) > 0)
+				continue;
+			break;
+		}
+		if (r == GNUTLS_E_REHANDSHAKE) {
+			gnutls_alert_send(
+			    t->s, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
+			continue;
+		}
+		if (!gnutls_error_is_fatal((int)r))
+			continue;
+		if (r == GNUTLS_E_FATAL_ALERT_RECEIVED)
+			snprintf(msg, sizeof(msg), "peer sent alert: %s",
+			    gnutls_alert_get_name(gnutls_alert_get(t->s)));
+		else
+			snprintf(msg, sizeof(msg), "record: %s",
+			    gnutls_strerror((int)r));
+		tls_finish(t, RP_TLS_CLOSED_ERROR, msg);
+		return;
+	}
+	if (t->state == ST_OPEN && t->user_reading && !t->paused &&
+	    evbuffer_get_length(t->in) > 0 && t->cbs.on_read != NULL)
+		t->cbs.on_read(t, t->in, t->arg);
+	if (t->state == ST_OPEN && got_bye)
+		tls_finish(t, RP_TLS_CLOSED_PEER, "peer closed");
+	else if (t->state == ST_OPEN && t->eof && t->user_reading &&
+	    !t->paused &&
+	    evbuffer_get_length(bufferevent_get_input(t->bev)) == 0)
+		tls_finish(t, RP_TLS_CLOSED_PEER, "peer closed the connection");
+}
+
+/* ---- libevent callbacks --------------------------------------------- */
+
+static void
+tls_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct rp_tls *t = arg;
+
+	t->busy++;
+	if (t->state <= ST_OPEN)
+		tls_process(t);
+	tls_leave(t);
+}
+
+static void
+tls_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct rp_tls *t = arg;
+	size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+
+	t->busy++;
+	if (t->state == ST_CLOSING && !t->deferred) {
+		if (left == 0)
+			tls_finish(t, (enum rp_tls_close_reason)t->close_why,
+			    t->close_msg);
+	} else if (t->state == ST_OPEN && t->paused &&
+	    left <= t->ctx->high_water / 2) {
+		t->paused = 0;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		tls_update_reading(t);
+		if (t->cbs.on_drain != NULL)
+			t->cbs.on_drain(t, t->arg);
+		/* Records may wait in the input, unseen while paused. */
+		if (t->state == ST_OPEN && tls_want_read(t))
+			tls_process(t);
+	}
+	tls_leave(t);
+}
+
+static void
+tls_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct rp_tls *t = arg;
+	char msg[256];
+	int e;
+
+	t->busy++;
+	if (t->deferred) {
+		tls_finish(
+		    t, (enum rp_tls_close_reason)t->close_why, t->close_msg);
+	} else if (what & BEV_EVENT_CONNECTED) {
+		/* The ClientHello is already queued. */
+	} else if (what & BEV_EVENT_TIMEOUT) {
+		tls_finish(t, (enum rp_tls_close_reason)t->close_why,
+		    "close: peer did not read our close_notify in time");
+	} else if (what & BEV_EVENT_EOF) {
+		if (t->state == ST_HANDSHAKE)
+			tls_finish(t, RP_TLS_CLOSED_HANDSHAKE,
+			    "handshake: peer closed the connection");
+		else if (t->state == ST_CLOSING)
+			tls_finish(t, (enum rp_tls_close_reason)t->close_why,
+			    t->close_msg);
+		else {
+			t->eof = 1;
+			/* Deliver what was received before the FIN. */
+			if (tls_want_read(t))
+				tls_process(t);
+			if (t->state == ST_OPEN && tls_want_read(t))
+				tls_finish(t, RP_TLS_CLOSED_PEER,
+				    "peer closed the connection");
+		}
+	} else if (what & BEV_EVENT_ERROR) {
+		e = EVUTIL_SOCKET_ERROR();
+		snprintf(msg, sizeof(msg), "%s: %s",
+		    (what & BEV_EVENT_READING)       ? "read"
+		        : (what & BEV_EVENT_WRITING) ? "write"
+		                                     : "socket",
+		    e ? evutil_socket_error_to_string(e) : "error");
+		if (t->state == ST_CLOSING)
+			tls_finish(t, (enum rp_tls_close_reason)t->close_why,
+			    t->close_msg);
+		else
+			tls_finish(t, RP_TLS_CLOSED_ERROR, msg);
+	}
+	tls_leave(t);
+}
+
+static void
+tls_hs_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct rp_tls *t = arg;
+	char msg[96];
+
+	t->busy++;
+	snprintf(msg, sizeof(msg), "handshake not finished within %u ms",
+	    t->ctx->hs_timeout_ms);
+	if (t->state == ST_HANDSHAKE)
+		tls_finish(t, RP_TLS_CLOSED_TIMEOUT, msg);
+	tls_leave(t);
+}
+
+/* ---- construction --------------------------------------------------- */
+
+static char *
+tls_addr_text(const struct sockaddr *sa)
+{
+	char host[INET6_ADDRSTRLEN], out[INET6_ADDRSTRLEN + 10];
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		snprintf(out, sizeof(out), "%s:%u", host, ntohs(s4->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		snprintf(
+		    out, sizeof(out), "[%s]:%u", host, ntohs(s6->sin6_port));
+	} else
+		snprintf(out, sizeof(out), "unknown");
+	return strdup(out);
+}
+
+static struct rp_tls *
+tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
+    const struct rp_tls_cbs *cbs, void *arg, int psk_client)
+{
+	struct rp_tls *t;
+	unsigned flags;
+	struct timeval tv;
+	int one = 1;
+
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	t->ctx = ctx;
+	if (cbs != NULL)
+		t->cbs = *cbs;
+	t->arg = arg;
+	t->user_reading = 1;
+	evutil_make_socket_nonblocking(fd);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	flags = (ctx->role == RP_TLS_SERVER ? GNUTLS_SERVER : GNUTLS_CLIENT) |
+	    GNUTLS_NONBLOCK | GNUTLS_NO_TICKETS;
+	if (gnutls_init(&t->s, flags) < 0)
+		goto fail;
+	gnutls_session_set_ptr(t->s, t);
+	if (gnutls_priority_set(t->s, psk_client ? ctx->prio_psk : ctx->prio) <
+	    0)
+		goto fail;
+	if (!psk_client && ctx->cert != NULL &&
+	    gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, ctx->cert) < 0)
+		goto fail;
+	if (ctx->psk_srv != NULL &&
+	    gnutls_credentials_set(t->s, GNUTLS_CRD_PSK, ctx->psk_srv) < 0)
+		goto fail;
+	if (ctx->role == RP_TLS_SERVER && ctx->cert != NULL) {
+		gnutls_certificate_server_set_request(t->s,
+		    ctx->client_cert == RP_TLS_CLIENT_CERT_REQUIRE
+		        ? GNUTLS_CERT_REQUIRE
+		        : ctx->client_cert == RP_TLS_CLIENT_CERT_REQUEST
+		        ? GNUTLS_CERT_REQUEST
+		        : GNUTLS_CERT_IGNORE);
+		/* No CA name list: smaller handshake, and a client sends
+		 * the one certificate it has, which we then verify and
+		 * refuse by name if it is not ours. */
+		gnutls_certificate_send_x509_rdn_sequence(t->s, 1);
+	}
+	gnutls_transport_set_ptr(t->s, t);
+	gnutls_transport_set_push_function(t->s, tls_push);
+	gnutls_transport_set_pull_function(t->s, tls_pull);
+	gnutls_transport_set_pull_timeout_function(t->s, tls_pull_timeout);
+	t->in = evbuffer_new();
+	if (t->in == NULL)
+		goto fail;
+	t->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (t->bev == NULL)
+		goto fail;
+	bufferevent_setcb(t->bev, tls_read_cb, tls_write_cb, tls_event_cb, t);
+	t->hs_timer = evtimer_new(base, tls_hs_timeout_cb, t);
+	if (t->hs_timer == NULL)
+		goto fail;
+	tv.tv_sec = ctx->hs_timeout_ms / 1000;
+	tv.tv_usec = (ctx->hs_timeout_ms % 1000) * 1000;
+	evtimer_add(t->hs_timer, &tv);
+	return t;
+fail:
+	if (t->hs_timer != NULL)
+		event_free(t->hs_timer);
+	if (t->bev != NULL) {
+		bufferevent_setfd(t->bev, -1); /* the caller keeps the fd */
+		bufferevent_free(t->bev);
+	}
+	t->bev = NULL;
+	tls_release(t);
+	return NULL;
+}
+
+struct rp_tls *
+rp_tls_accept(struct rp_tls_ctx *ctx, struct event_base *base,
+    evutil_socket_t fd, const struct rp_tls_cbs *cbs, void *arg)
+{
+	struct rp_tls *t;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (ctx->role != RP_TLS_SERVER)
+		return NULL;
+	t = tls_new(ctx, base, fd, cbs, arg, 0);
+	if (t == NULL)
+		return NULL;
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		t->peer_addr = tls_addr_text((struct sockaddr *)&ss);
+	bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+	return t;
+}
+
+static struct rp_tls *
+tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
+    const struct sockaddr *sa, int salen, const char *host,
+    const char *identity, const unsigned char *key, size_t keylen,
+    const struct rp_tls_cbs *cbs, void *arg)
+{
+	struct rp_tls *t;
+	evutil_socket_t fd;
+	unsigned char tmp[sizeof(struct in6_addr)];
+	gnutls_datum_t k;
+	int r;
+
+	if (ctx->role != RP_TLS_CLIENT ||
+	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return NULL;
+	fd = socket(
+	    sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	t = tls_new(ctx, base, fd, cbs, arg, identity != NULL);
+	if (t == NULL) {
+		close(fd);
+		return NULL;
+	}
+	t->peer_addr = tls_addr_text(sa);
+	if (identity != NULL) {
+		if (strlen(identity) == 0 ||
+		    strlen(identity) > TLS_PSK_ID_MAX || keylen == 0 ||
+		    keylen > TLS_PSK_KEY_MAX)
+			goto fail;
+		if (gnutls_psk_allocate_client_credentials(&t->psk_cli) < 0)
+			goto fail;
+		k.data = (unsigned char *)key;
+		k.size = (unsigned)keylen;
+		if (gnutls_psk_set_client_credentials(
+		        t->psk_cli, identity, &k, GNUTLS_PSK_KEY_RAW) < 0 ||
+		    gnutls_credentials_set(t->s, GNUTLS_CRD_PSK, t->psk_cli) <
+		        0)
+			goto fail;
+		if ((t->psk_id = strdup(identity)) == NULL)
+			goto fail;
+	} else {
+		if (host == NULL || ctx->cert == NULL)
+			goto fail;
+		/* SNI carries names only, never address literals. */
+		if (inet_pton(AF_INET, host, tmp) != 1 &&
+		    inet_pton(AF_INET6, host, tmp) != 1)
+			gnutls_server_name_set(
+			    t->s, GNUTLS_NAME_DNS, host, strlen(host));
+		gnutls_session_set_verify_cert(t->s, host, 0);
+	}
+	/* Connect first (libevent then holds output until connected), then
+	 * queue the ClientHello. */
+	if (bufferevent_socket_connect(t->bev, sa, salen) != 0)
+		goto fail;
+	r = gnutls_handshake(t->s);
+	if (r != GNUTLS_E_AGAIN && r != GNUTLS_E_INTERRUPTED)
+		goto fail;
+	bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+	return t;
+fail:
+	event_free(t->hs_timer);
+	t->hs_timer = NULL;
+	bufferevent_free(t->bev); /* closes fd */
+	t->bev = NULL;
+	tls_release(t);
+	return NULL;
+}
+
+struct rp_tls *
+rp_tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
+    const struct sockaddr *sa, int salen, const char *host,
+    const struct rp_tls_cbs *cbs, void *arg)
+{
+	return tls_connect(ctx, base, sa, salen, host, NULL, NULL, 0, cbs, arg);
+}
+
+struct rp_tls *
+rp_tls_connect_psk(struct rp_tls_ctx *ctx, struct event_base *base,
+    const struct sockaddr *sa, int salen, const char *identity,
+    const unsigned char *key, size_t keylen, const struct rp_tls_cbs *cbs,
+    void *arg)
+{
+	if (identity == NULL || key == NULL)
+		return NULL;
+	return tls_connect(
+	    ctx, base, sa, salen, NULL, identity, key, keylen, cbs, arg);
+}
+
+/* ---- user calls ----------------------------------------------------- */
+
+static int
+tls_send(struct rp_tls *t, const unsigned char *p, size_t len)
+{
+	ssize_t r;
+	char msg[128];
+	unsigned again = 0;
+
+	while (len > 0) {
+		r = gnutls_record_send(t->s, p, len);
+		if ((r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) &&
+		    ++again < 16)
+			continue; /* our push never blocks; retry */
+		if (r < 0) {
+			snprintf(msg, sizeof(msg), "send: %s",
+			    gnutls_strerror((int)r));
+			tls_fail_deferred(t, RP_TLS_CLOSED_ERROR, msg);
+			return -1;
+		}
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+int
+rp_tls_write(struct rp_tls *t, const void *buf, size_t len)
+{
+	if (t == NULL || t->state > ST_OPEN)
+		return -1;
+	if (len == 0)
+		return 0;
+	if (t->state == ST_HANDSHAKE) {
+		if (t->early == NULL && (t->early = evbuffer_new()) == NULL)
+			return -1;
+		return evbuffer_add(t->early, buf, len) == 0 ? 0 : -1;
+	}
+	if (tls_send(t, buf, len) != 0)
+		return -1;
+	tls_check_high(t);
+	return 0;
+}
+
+int
+rp_tls_write_buffer(struct rp_tls *t, struct evbuffer *buf)
+{
+	unsigned char tmp[16384];
+	struct evbuffer_iovec v;
+	size_t len, n;
+
+	if (t == NULL || t->state > ST_OPEN) {
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+		return -1;
+	}
+	if (t->state == ST_HANDSHAKE) {
+		if (t->early == NULL && (t->early = evbuffer_new()) == NULL)
+			return -1;
+		return evbuffer_add_buffer(t->early, buf) == 0 ? 0 : -1;
+	}
+	while ((len = evbuffer_get_length(buf)) > 0) {
+		/* Send straight from the first chain when it is big enough
+		 * for a full record, else gather up to one record. */
+		evbuffer_peek(buf, -1, NULL, &v, 1);
+		if (v.iov_len >= sizeof(tmp) || v.iov_len == len) {
+			n = v.iov_len < sizeof(tmp) ? v.iov_len : sizeof(tmp);
+			if (tls_send(t, v.iov_base, n) != 0)
+				break;
+			evbuffer_drain(buf, n);
+		} else {
+			n = len < sizeof(tmp) ? len : sizeof(tmp);
+			evbuffer_remove(buf, tmp, n);
+			if (tls_send(t, tmp, n) != 0)
+				break;
+		}
+	}
+	if (t->state != ST_OPEN) {
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+		return -1;
+	}
+	tls_check_high(t);
+	return 0;
+}
+
+size_t
+rp_tls_out_pending(const struct rp_tls *t)
+{
+	size_t n = 0;
+
+	if (t == NULL)
+		return 0;
+	if (t->bev != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(t->bev));
+	if (t->early != NULL)
+		n += evbuffer_get_length(t->early);
+	return n;
+}
+
+void
+rp_tls_set_reading(struct rp_tls *t, int on)
+{
+	if (t == NULL || t->state > ST_OPEN)
+		return;
+	on = on ? 1 : 0;
+	if (t->user_reading == on)
+		return;
+	t->user_reading = (uint8_t)on;
+	tls_update_reading(t);
+	/* Resume from the loop: plaintext or records may already wait. */
+	if (on && t->state == ST_OPEN && tls_want_read(t))
+		bufferevent_trigger(t->bev, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void
+rp_tls_set_cbs(struct rp_tls *t, const struct rp_tls_cbs *cbs, void *arg)
+{
+	if (t == NULL)
+		return;
+	if (cbs != NULL)
+		t->cbs = *cbs;
+	else
+		memset(&t->cbs, 0, sizeof(t->cbs));
+	t->arg = arg;
+}
+
+const char *
+rp_tls_peer_id(const struct rp_tls *t)
+{
+	return t != NULL ? t->peer_id : NULL;
+}
+
+const char *
+rp_tls_psk_id(const struct rp_tls *t)
+{
+	if (t == NULL || t->state == ST_HANDSHAKE)
+		return NULL;
+	return t->psk_id;
+}
+
+const char *
+rp_tls_version(const struct rp_tls *t)
+{
+	const char *v;
+
+	if (t == NULL || t->state == ST_HANDSHAKE)
+		return "none";
+	v = gnutls_protocol_get_name(gnutls_protocol_get_version(t->s));
+	return v != NULL ? v : "unknown";
+}
+
+const char *
+rp_tls_peer_addr(const struct rp_tls *t)
+{
+	if (t == NULL || t->peer_addr == NULL)
+		return "unknown";
+	return t->peer_addr;
+}
+
+void
+rp_tls_close(struct rp_tls *t)
+{
+	int r;
+
+	if (t == NULL || t->state >= ST_CLOSING)
+		return;
+	if (t->state == ST_HANDSHAKE) {
+		tls_fail_deferred(
+		    t, RP_TLS_CLOSED_LOCAL, "closed during the handshake");
+		return;
+	}
+	if (t->paused) { /* let the close flush below high water too */
+		t->paused = 0;
+	}
+	do
+		r = gnutls_bye(t->s, GNUTLS_SHUT_WR);
+	while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+	tls_flush_then_finish(t, RP_TLS_CLOSED_LOCAL, "closed");
+}

@@ -1,0 +1,704 @@
+/*
+ * test_tls.c - the TLS transport (rp_tls) in one event loop: a server and a
+ * client on loopback with certificates from tests/lib/mkpki.sh.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "rp_tls.h"
+#include "tl_util.h"
+
+static char *pki;
+static int want_v6; /* next pair_init listens on ::1 */
+
+struct end {
+	struct rp_tls *t;
+	int ready, closes, reads, drains;
+	enum rp_tls_close_reason why;
+	char msg[512];
+	char peer_id[256];
+	int has_peer_id;
+	char version[32];
+	char addr[64];
+	char psk_id[64];
+	struct evbuffer *got;
+	/* actions */
+	size_t consume_limit; /* 0: consume everything */
+};
+
+struct pair {
+	struct event_base *base;
+	struct rp_tls_ctx *sctx, *cctx;
+	struct tl_listener *l;
+	uint16_t port;
+	int v6;
+	struct end s, c;
+	int raw_fd; /* accepted fd when the test wants raw access */
+};
+
+static void
+on_ready(struct rp_tls *t, void *arg)
+{
+	struct end *e = arg;
+	const char *id = rp_tls_peer_id(t);
+
+	e->ready++;
+	e->has_peer_id = id != NULL;
+	snprintf(e->peer_id, sizeof(e->peer_id), "%s", id ? id : "");
+	snprintf(e->version, sizeof(e->version), "%s", rp_tls_version(t));
+	snprintf(e->addr, sizeof(e->addr), "%s", rp_tls_peer_addr(t));
+	id = rp_tls_psk_id(t);
+	snprintf(e->psk_id, sizeof(e->psk_id), "%s", id ? id : "");
+}
+
+static void
+on_read(struct rp_tls *t, struct evbuffer *in, void *arg)
+{
+	struct end *e = arg;
+
+	e->reads++;
+	evbuffer_add_buffer(e->got, in);
+}
+
+static void
+on_drain(struct rp_tls *t, void *arg)
+{
+	struct end *e = arg;
+
+	e->drains++;
+}
+
+static void
+on_close(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
+{
+	struct end *e = arg;
+
+	e->closes++;
+	e->why = why;
+	snprintf(e->msg, sizeof(e->msg), "%s", msg ? msg : "");
+	e->t = NULL;
+}
+
+static const struct rp_tls_cbs cbs = {on_ready, on_read, on_drain, on_close};
+
+static void
+accept_cb(evutil_socket_t fd, void *arg)
+{
+	struct pair *p = arg;
+
+	if (p->raw_fd == -2) {
+		p->raw_fd = fd;
+		return;
+	}
+	p->s.t = rp_tls_accept(p->sctx, p->base, fd, &cbs, &p->s);
+	if (p->s.t == NULL)
+		close(fd);
+}
+
+/* Server with `mode`; listener on loopback. */
+static void
+pair_init(
+    struct pair *p, enum rp_tls_client_cert mode, unsigned hs_ms, size_t high)
+{
+	struct rp_tls_opts so = {0};
+	char err[512];
+
+	memset(p, 0, sizeof(*p));
+	p->v6 = want_v6;
+	p->raw_fd = -1;
+	p->s.got = evbuffer_new();
+	p->c.got = evbuffer_new();
+	p->base = event_base_new();
+	ck_assert_ptr_nonnull(p->base);
+	so.role = RP_TLS_SERVER;
+	so.ca_file = tl_path(pki, "ca.pem");
+	so.cert_file = tl_path(pki, "broker.pem");
+	so.key_file = tl_path(pki, "broker-key.pem");
+	so.client_cert = mode;
+	so.handshake_timeout_ms = hs_ms;
+	so.out_high_water = high;
+	p->sctx = rp_tls_ctx_new(&so, err, sizeof(err));
+	ck_assert_msg(p->sctx != NULL, "server ctx: %s", err);
+	p->l = tl_listen(p->base, p->v6, accept_cb, p, &p->port);
+	ck_assert_msg(p->l != NULL, "cannot listen on loopback");
+}
+
+/* Client presenting `cert` (a mkpki.sh base name) or none. */
+static void
+pair_client(struct pair *p, const char *cert, const char *host, size_t high)
+{
+	struct rp_tls_opts co = {0};
+	struct sockaddr_storage ss;
+	char err[512], c[64], k[64];
+	int sl;
+
+	co.role = RP_TLS_CLIENT;
+	co.ca_file = tl_path(pki, "ca.pem");
+	if (cert != NULL) {
+		snprintf(c, sizeof(c), "%s.pem", cert);
+		snprintf(k, sizeof(k), "%s-key.pem", cert);
+		co.cert_file = tl_path(pki, c);
+		co.key_file = tl_path(pki, k);
+	}
+	co.out_high_water = high;
+	p->cctx = rp_tls_ctx_new(&co, err, sizeof(err));
+	ck_assert_msg(p->cctx != NULL, "client ctx: %s", err);
+	sl = tl_loopback((struct sockaddr *)&ss, p->v6, p->port);
+	p->c.t = rp_tls_connect(
+	    p->cctx, p->base, (struct sockaddr *)&ss, sl, host, &cbs, &p->c);
+	ck_assert_ptr_nonnull(p->c.t);
+}
+
+static int
+both_settled(void *arg)
+{
+	struct pair *p = arg;
+
+	return (p->s.ready || p->s.closes) && (p->c.ready || p->c.closes);
+}
+
+static int
+both_closed(void *arg)
+{
+	struct pair *p = arg;
+
+	return p->s.closes && p->c.closes;
+}
+
+static void
+pair_free(struct pair *p)
+{
+	if (p->s.t != NULL)
+		rp_tls_close(p->s.t);
+	if (p->c.t != NULL)
+		rp_tls_close(p->c.t);
+	tl_run_until(p->base, both_closed, p, 5000);
+	ck_assert_int_le(p->s.closes, 1);
+	ck_assert_int_le(p->c.closes, 1);
+	/* Let deferred frees run. */
+	tl_run_until(p->base, NULL, NULL, 20);
+	tl_listen_free(p->l);
+	if (p->raw_fd >= 0)
+		close(p->raw_fd);
+	rp_tls_ctx_free(p->sctx);
+	rp_tls_ctx_free(p->cctx);
+	evbuffer_free(p->s.got);
+	evbuffer_free(p->c.got);
+	event_base_free(p->base);
+}
+
+static int
+connect_ok(struct pair *p, enum rp_tls_client_cert mode, const char *cert)
+{
+	pair_init(p, mode, 5000, 0);
+	pair_client(p, cert, "localhost", 0);
+	tl_run_until(p->base, both_settled, p, 5000);
+	return p->s.ready == 1 && p->c.ready == 1;
+}
+
+START_TEST(handshake_tls13)
+{
+	struct pair p;
+	char want[64];
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_REQUIRE, "ws-042"));
+	ck_assert_str_eq(p.c.version, "TLS1.3");
+	ck_assert_str_eq(p.s.version, "TLS1.3");
+	ck_assert_str_eq(p.s.peer_id, "ws-042.corp.example");
+	ck_assert_str_eq(p.c.peer_id, "localhost"); /* server's first SAN */
+	snprintf(want, sizeof(want), "127.0.0.1:%u", p.port);
+	ck_assert_str_eq(p.c.addr, want);
+	ck_assert(strncmp(p.s.addr, "127.0.0.1:", 10) == 0);
+	ck_assert_ptr_null(rp_tls_psk_id(p.s.t));
+	ck_assert_int_eq(p.s.closes + p.c.closes, 0);
+	pair_free(&p);
+	ck_assert_int_eq(p.c.why, RP_TLS_CLOSED_LOCAL);
+}
+END_TEST
+
+static int
+got_len(void *arg)
+{
+	struct end *e = arg;
+
+	return evbuffer_get_length(e->got) >= e->consume_limit;
+}
+
+START_TEST(data_both_ways)
+{
+	struct pair p;
+	char buf[64];
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_NONE, NULL));
+	ck_assert_int_eq(rp_tls_write(p.c.t, "ping\n", 5), 0);
+	p.s.consume_limit = 5;
+	ck_assert(tl_run_until(p.base, got_len, &p.s, 3000));
+	evbuffer_remove(p.s.got, buf, 5);
+	ck_assert(memcmp(buf, "ping\n", 5) == 0);
+
+	struct evbuffer *b = evbuffer_new();
+	evbuffer_add_printf(b, "pong %d\n", 42);
+	ck_assert_int_eq(rp_tls_write_buffer(p.s.t, b), 0);
+	ck_assert_int_eq(evbuffer_get_length(b), 0);
+	evbuffer_free(b);
+	p.c.consume_limit = 8;
+	ck_assert(tl_run_until(p.base, got_len, &p.c, 3000));
+	evbuffer_remove(p.c.got, buf, 8);
+	ck_assert(memcmp(buf, "pong 42\n", 8) == 0);
+	ck_assert_int_eq(p.s.peer_id[0], '\0');
+	ck_assert_int_eq(p.s.has_peer_id, 0);
+	pair_free(&p);
+}
+END_TEST
+
+static void
+fill(unsigned char *b, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)((i * 131u + seed) ^ (i >> 8));
+}
+
+START_TEST(write_60k)
+{
+	struct pair p;
+	size_t n = 60 * 1024;
+	unsigned char *a = malloc(n), *g = malloc(n);
+	struct evbuffer *b = evbuffer_new();
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_NONE, NULL));
+	fill(a, n, 7);
+	ck_assert_int_eq(rp_tls_write(p.c.t, a, n), 0);
+	p.s.consume_limit = n;
+	ck_assert(tl_run_until(p.base, got_len, &p.s, 5000));
+	ck_assert_int_eq(evbuffer_get_length(p.s.got), n);
+	evbuffer_remove(p.s.got, g, n);
+	ck_assert(memcmp(a, g, n) == 0);
+
+	/* Same through write_buffer with a buffer made of many chains. */
+	for (size_t off = 0; off < n; off += 1000)
+		evbuffer_add(b, a + off, off + 1000 <= n ? 1000 : n - off);
+	ck_assert_int_eq(rp_tls_write_buffer(p.s.t, b), 0);
+	p.c.consume_limit = n;
+	ck_assert(tl_run_until(p.base, got_len, &p.c, 5000));
+	ck_assert_int_eq(evbuffer_get_length(p.c.got), n);
+	evbuffer_remove(p.c.got, g, n);
+	ck_assert(memcmp(a, g, n) == 0);
+	pair_free(&p);
+	evbuffer_free(b);
+	free(a);
+	free(g);
+}
+END_TEST
+
+START_TEST(wrong_host_name)
+{
+	struct pair p;
+
+	pair_init(&p, RP_TLS_CLIENT_CERT_NONE, 5000, 0);
+	pair_client(&p, NULL, "other.corp.example", 0);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	ck_assert_int_eq(p.c.ready, 0);
+	ck_assert_int_eq(p.c.closes, 1);
+	ck_assert_int_eq(p.c.why, RP_TLS_CLOSED_VERIFY);
+	ck_assert_msg(
+	    strstr(p.c.msg, "does not match") != NULL, "msg: %s", p.c.msg);
+	ck_assert_int_eq(p.s.ready, 0);
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(ip_literal_host)
+{
+	struct pair p;
+
+	pair_init(&p, RP_TLS_CLIENT_CERT_NONE, 5000, 0);
+	pair_client(&p, NULL, "127.0.0.1", 0); /* SAN IP 127.0.0.1 */
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	ck_assert_int_eq(p.c.ready, 1);
+	pair_free(&p);
+}
+END_TEST
+
+/* The server refuses the client: it never becomes ready and says why; the
+ * client never receives application data and is closed too. */
+static void
+refused(const char *cert, enum rp_tls_client_cert mode, const char *want)
+{
+	struct pair p;
+
+	pair_init(&p, mode, 5000, 0);
+	pair_client(&p, cert, "localhost", 0);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	ck_assert_int_eq(p.s.ready, 0);
+	ck_assert_int_eq(p.s.closes, 1);
+	ck_assert_int_eq(p.c.closes, 1);
+	ck_assert_msg(
+	    p.s.why == RP_TLS_CLOSED_VERIFY, "why %d: %s", p.s.why, p.s.msg);
+	ck_assert_msg(strstr(p.s.msg, want) != NULL, "msg: %s", p.s.msg);
+	ck_assert_int_ne(p.c.why, RP_TLS_CLOSED_LOCAL);
+	ck_assert_int_eq(evbuffer_get_length(p.c.got), 0);
+	pair_free(&p);
+}
+
+START_TEST(rogue_client_refused)
+{
+	refused("rogue", RP_TLS_CLIENT_CERT_REQUIRE, "issuer is unknown");
+}
+END_TEST
+
+START_TEST(rogue_client_refused_request)
+{
+	/* REQUEST still verifies a certificate that is sent. */
+	refused("rogue", RP_TLS_CLIENT_CERT_REQUEST, "issuer is unknown");
+}
+END_TEST
+
+START_TEST(expired_client_refused)
+{
+	refused("expired", RP_TLS_CLIENT_CERT_REQUIRE, "expired");
+}
+END_TEST
+
+START_TEST(no_cert_require_refused)
+{
+	refused(NULL, RP_TLS_CLIENT_CERT_REQUIRE, "ertificate");
+}
+END_TEST
+
+START_TEST(no_cert_request_accepted)
+{
+	struct pair p;
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_REQUEST, NULL));
+	ck_assert_int_eq(p.s.has_peer_id, 0);
+	ck_assert_ptr_null(rp_tls_peer_id(p.s.t));
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(cn_only_identity)
+{
+	struct pair p;
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_REQUIRE, "cn-only"));
+	ck_assert_str_eq(p.s.peer_id, "ws-cn.corp.example");
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(san_identity_request)
+{
+	struct pair p;
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_REQUEST, "ws-042"));
+	ck_assert_str_eq(p.s.peer_id, "ws-042.corp.example");
+	ck_assert_str_eq(rp_tls_peer_id(p.s.t), "ws-042.corp.example");
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(helper_cn_identity)
+{
+	struct pair p;
+
+	/* SAN email only: the identity falls back to the CN. */
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_REQUIRE, "helper-alice"));
+	ck_assert_str_eq(p.s.peer_id, "alice");
+	pair_free(&p);
+}
+END_TEST
+
+static int
+server_closed(void *arg)
+{
+	struct pair *p = arg;
+
+	return p->s.closes > 0;
+}
+
+static void
+raw_client(struct pair *p, const void *send, size_t len)
+{
+	struct sockaddr_storage ss;
+	int sl, fd;
+	uint64_t t0, dt;
+
+	pair_init(p, RP_TLS_CLIENT_CERT_REQUIRE, 300, 0);
+	sl = tl_loopback((struct sockaddr *)&ss, 0, p->port);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&ss, sl), 0);
+	if (len > 0)
+		ck_assert_int_eq(write(fd, send, len), (ssize_t)len);
+	t0 = tl_now_ms();
+	ck_assert(tl_run_until(p->base, server_closed, p, 5000));
+	dt = tl_now_ms() - t0;
+	ck_assert_int_eq(p->s.why, RP_TLS_CLOSED_TIMEOUT);
+	ck_assert_int_eq(p->s.ready, 0);
+	ck_assert_msg(dt >= 250 && dt < 2000, "closed after %llu ms",
+	    (unsigned long long)dt);
+	/* The server really closed the socket: we read EOF. */
+	char b[16];
+	ck_assert_int_eq(read(fd, b, sizeof(b)), 0);
+	close(fd);
+	p->c.closes = 1; /* no client object */
+	pair_free(p);
+}
+
+START_TEST(silent_client_timeout)
+{
+	struct pair p;
+
+	raw_client(&p, NULL, 0);
+}
+END_TEST
+
+START_TEST(half_hello_timeout)
+{
+	struct pair p;
+	/* A TLS record header promising a 512-byte ClientHello, then
+	 * silence. */
+	static const unsigned char hdr[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01};
+
+	raw_client(&p, hdr, sizeof(hdr));
+}
+END_TEST
+
+START_TEST(garbage_client)
+{
+	struct pair p;
+	struct sockaddr_storage ss;
+	int sl, fd;
+	const char *junk = "GET / HTTP/1.0\r\n\r\n";
+
+	pair_init(&p, RP_TLS_CLIENT_CERT_NONE, 3000, 0);
+	sl = tl_loopback((struct sockaddr *)&ss, 0, p.port);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&ss, sl), 0);
+	ck_assert_int_eq(write(fd, junk, strlen(junk)), (ssize_t)strlen(junk));
+	ck_assert(tl_run_until(p.base, server_closed, &p, 3000));
+	ck_assert_int_eq(p.s.why, RP_TLS_CLOSED_HANDSHAKE);
+	close(fd);
+	p.c.closes = 1;
+	pair_free(&p);
+}
+END_TEST
+
+static int
+client_closed(void *arg)
+{
+	struct pair *p = arg;
+
+	return p->c.closes > 0;
+}
+
+START_TEST(graceful_close_flushes)
+{
+	struct pair p;
+	size_t n = 8 * 1024 * 1024; /* far beyond the socket buffers */
+	unsigned char *a = malloc(n), *g = malloc(n);
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_NONE, NULL));
+	fill(a, n, 3);
+	/* The client does not read at first: data piles up on the server. */
+	rp_tls_set_reading(p.c.t, 0);
+	ck_assert_int_eq(rp_tls_write(p.s.t, a, n), 0);
+	rp_tls_close(p.s.t);
+	ck_assert_int_eq(rp_tls_write(p.s.t, "x", 1), -1); /* closing */
+	tl_run_until(p.base, NULL, NULL, 100);
+	ck_assert_int_eq(p.s.closes, 0); /* still flushing */
+	ck_assert_int_gt(rp_tls_out_pending(p.s.t), 0);
+	rp_tls_set_reading(p.c.t, 1);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	ck_assert_int_eq(p.s.closes, 1);
+	ck_assert_int_eq(p.s.why, RP_TLS_CLOSED_LOCAL);
+	ck_assert_int_eq(p.c.why, RP_TLS_CLOSED_PEER);
+	ck_assert_int_eq(evbuffer_get_length(p.c.got), n);
+	evbuffer_remove(p.c.got, g, n);
+	ck_assert(memcmp(a, g, n) == 0);
+	pair_free(&p);
+	free(a);
+	free(g);
+}
+END_TEST
+
+START_TEST(backpressure)
+{
+	struct pair p;
+	size_t hw = 64 * 1024, n = 8 * 1024 * 1024;
+	unsigned char *a = malloc(n);
+	int reads;
+
+	pair_init(&p, RP_TLS_CLIENT_CERT_NONE, 5000, hw);
+	pair_client(&p, NULL, "localhost", 0);
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	ck_assert(p.s.ready && p.c.ready);
+	rp_tls_set_reading(p.c.t, 0);
+	fill(a, n, 9);
+	ck_assert_int_eq(rp_tls_write(p.s.t, a, n), 0);
+	tl_run_until(p.base, NULL, NULL, 200);
+	/* The socket buffers are full; the rest waits above high water. */
+	ck_assert_uint_gt(rp_tls_out_pending(p.s.t), hw);
+	/* While paused, the server neither reads nor delivers plaintext. */
+	reads = p.s.reads;
+	ck_assert_int_eq(rp_tls_write(p.c.t, "hello\n", 6), 0);
+	tl_run_until(p.base, NULL, NULL, 200);
+	ck_assert_int_eq(p.s.reads, reads);
+	ck_assert_int_eq(evbuffer_get_length(p.s.got), 0);
+	ck_assert_int_eq(p.s.drains, 0);
+	/* The client reads again: the server drains, calls on_drain, and then
+	 * delivers the pending input. */
+	rp_tls_set_reading(p.c.t, 1);
+	p.c.consume_limit = n;
+	ck_assert(tl_run_until(p.base, got_len, &p.c, 10000));
+	p.s.consume_limit = 6;
+	ck_assert(tl_run_until(p.base, got_len, &p.s, 3000));
+	ck_assert_int_ge(p.s.drains, 1);
+	ck_assert_int_eq(evbuffer_get_length(p.s.got), 6);
+	ck_assert_int_eq(evbuffer_get_length(p.c.got), n);
+	pair_free(&p);
+	free(a);
+}
+END_TEST
+
+START_TEST(write_before_ready_and_ipv6)
+{
+	struct pair p;
+	char want[64], buf[8];
+
+	want_v6 = 1;
+	pair_init(&p, RP_TLS_CLIENT_CERT_NONE, 5000, 0);
+	want_v6 = 0;
+	pair_client(&p, NULL, "::1", 0);
+	/* Written before the handshake: queued, sent once ready. */
+	ck_assert_int_eq(rp_tls_write(p.c.t, "early\n", 6), 0);
+	ck_assert_uint_ge(rp_tls_out_pending(p.c.t), 6);
+	p.s.consume_limit = 6;
+	ck_assert(tl_run_until(p.base, got_len, &p.s, 5000));
+	evbuffer_remove(p.s.got, buf, 6);
+	ck_assert(memcmp(buf, "early\n", 6) == 0);
+	snprintf(want, sizeof(want), "[::1]:%u", p.port);
+	ck_assert_str_eq(p.c.addr, want);
+	ck_assert(strncmp(p.s.addr, "[::1]:", 6) == 0);
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(close_during_handshake)
+{
+	struct pair p;
+
+	pair_init(&p, RP_TLS_CLIENT_CERT_NONE, 5000, 0);
+	pair_client(&p, NULL, "localhost", 0);
+	rp_tls_close(p.c.t);
+	ck_assert_int_eq(p.c.closes, 0); /* never from inside the call */
+	ck_assert(tl_run_until(p.base, client_closed, &p, 3000));
+	ck_assert_int_eq(p.c.why, RP_TLS_CLOSED_LOCAL);
+	ck_assert_int_eq(p.c.ready, 0);
+	/* The server sees the peer go away during its handshake. */
+	ck_assert(
+	    tl_run_until(p.base, server_closed, &p, 3000) || p.s.t == NULL);
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(connect_refused)
+{
+	struct pair p;
+	uint16_t port;
+
+	pair_init(&p, RP_TLS_CLIENT_CERT_NONE, 5000, 0);
+	port = p.port;
+	tl_listen_free(p.l);
+	p.l = NULL;
+	p.port = port; /* nobody listens there now */
+	pair_client(&p, NULL, "localhost", 0);
+	ck_assert(tl_run_until(p.base, client_closed, &p, 3000));
+	ck_assert_int_eq(p.c.why, RP_TLS_CLOSED_ERROR);
+	ck_assert_msg(strstr(p.c.msg, "refused") != NULL, "msg: %s", p.c.msg);
+	tl_run_until(p.base, NULL, NULL, 50);
+	ck_assert_int_eq(p.c.closes, 1);
+	p.s.closes = 1;
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(bad_ctx_files)
+{
+	struct rp_tls_opts o = {0};
+	char err[512];
+
+	o.role = RP_TLS_SERVER;
+	o.ca_file = tl_path(pki, "ca.pem");
+	o.cert_file = tl_path(pki, "nonexistent.pem");
+	o.key_file = tl_path(pki, "broker-key.pem");
+	ck_assert_ptr_null(rp_tls_ctx_new(&o, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "nonexistent.pem") != NULL, "err: %s", err);
+	o.cert_file = NULL;
+	o.key_file = NULL;
+	ck_assert_ptr_null(rp_tls_ctx_new(&o, err, sizeof(err)));
+	o.role = RP_TLS_CLIENT;
+	o.ca_file = tl_path(pki, "missing-ca.pem");
+	ck_assert_ptr_null(rp_tls_ctx_new(&o, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "missing-ca.pem") != NULL, "err: %s", err);
+}
+END_TEST
+
+static Suite *
+tls_suite(void)
+{
+	Suite *s = suite_create("tls");
+	TCase *tc = tcase_create("tls");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, handshake_tls13);
+	tcase_add_test(tc, data_both_ways);
+	tcase_add_test(tc, write_60k);
+	tcase_add_test(tc, wrong_host_name);
+	tcase_add_test(tc, ip_literal_host);
+	tcase_add_test(tc, rogue_client_refused);
+	tcase_add_test(tc, rogue_client_refused_request);
+	tcase_add_test(tc, expired_client_refused);
+	tcase_add_test(tc, no_cert_require_refused);
+	tcase_add_test(tc, no_cert_request_accepted);
+	tcase_add_test(tc, cn_only_identity);
+	tcase_add_test(tc, san_identity_request);
+	tcase_add_test(tc, helper_cn_identity);
+	tcase_add_test(tc, silent_client_timeout);
+	tcase_add_test(tc, half_hello_timeout);
+	tcase_add_test(tc, garbage_client);
+	tcase_add_test(tc, graceful_close_flushes);
+	tcase_add_test(tc, backpressure);
+	tcase_add_test(tc, write_before_ready_and_ipv6);
+	tcase_add_test(tc, close_during_handshake);
+	tcase_add_test(tc, connect_refused);
+	tcase_add_test(tc, bad_ctx_files);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	pki = tl_tmpdir("rabroker-test-tls");
+	if (pki == NULL || tl_mkpki(pki) != 0)
+		return 1;
+	sr = srunner_create(tls_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	tl_rmtree(pki);
+	free(pki);
+	return failed == 0 ? 0 : 1;
+}
