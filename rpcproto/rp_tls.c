@@ -783,21 +783,26 @@ tls_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct rp_tls *t = arg;
 	size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+	int resumed = 0;
 
 	t->busy++;
 	if (t->state == ST_CLOSING && !t->deferred) {
 		if (left == 0)
 			tls_finish(t, (enum rp_tls_close_reason)t->close_why,
 			    t->close_msg);
-	} else if (t->state == ST_OPEN && t->paused &&
-	    left <= t->ctx->high_water / 2) {
-		t->paused = 0;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		tls_update_reading(t);
-		if (t->cbs.on_drain != NULL)
+	} else if (t->state == ST_OPEN) {
+		if (t->paused && left <= t->ctx->high_water / 2) {
+			t->paused = 0;
+			resumed = 1;
+			bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+			tls_update_reading(t);
+		}
+		/* Also when simply empty: the layer above may keep its own,
+		 * lower, mark (rp_conn does) and waits for this. */
+		if ((resumed || left == 0) && t->cbs.on_drain != NULL)
 			t->cbs.on_drain(t, t->arg);
 		/* Records may wait in the input, unseen while paused. */
-		if (t->state == ST_OPEN && tls_want_read(t))
+		if (resumed && t->state == ST_OPEN && tls_want_read(t))
 			tls_process(t);
 	}
 	tls_leave(t);
@@ -1072,6 +1077,26 @@ rp_tls_connect_psk(struct rp_tls_ctx *ctx, struct event_base *base,
 
 /* ---- user calls ----------------------------------------------------- */
 
+const char *
+rp_tls_close_reason_name(enum rp_tls_close_reason why)
+{
+	switch (why) {
+	case RP_TLS_CLOSED_LOCAL:
+		return "closed";
+	case RP_TLS_CLOSED_PEER:
+		return "peer closed";
+	case RP_TLS_CLOSED_HANDSHAKE:
+		return "handshake failed";
+	case RP_TLS_CLOSED_TIMEOUT:
+		return "handshake timeout";
+	case RP_TLS_CLOSED_VERIFY:
+		return "peer not trusted";
+	case RP_TLS_CLOSED_ERROR:
+		return "connection error";
+	}
+	return "unknown";
+}
+
 static int
 tls_send(struct rp_tls *t, const unsigned char *p, size_t len)
 {
@@ -1194,6 +1219,12 @@ rp_tls_set_cbs(struct rp_tls *t, const struct rp_tls_cbs *cbs, void *arg)
 	else
 		memset(&t->cbs, 0, sizeof(t->cbs));
 	t->arg = arg;
+	/* Plaintext that arrived before the new owner: offer it from the
+	 * loop. */
+	if (t->state == ST_OPEN && evbuffer_get_length(t->in) > 0 &&
+	    tls_want_read(t))
+		bufferevent_trigger(t->bev, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 const char *

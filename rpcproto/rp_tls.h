@@ -50,7 +50,9 @@ struct rp_tls_opts {
 	size_t out_high_water;
 	/* External PSK mode (expert tickets): TLS 1.3 only, no certificates.
 	 * When psk_lookup is set, a server accepts PSK identities through it; a
-	 * client uses rp_tls_connect_psk(). */
+	 * client uses rp_tls_connect_psk(). psk_lookup returns 0 and writes
+	 * the key for identity (room for *keylen bytes, 64, on entry; the key
+	 * length on return), or -1 if the identity is unknown. */
 	int (*psk_lookup)(void *arg, const char *identity, unsigned char *key,
 	    size_t *keylen);
 	void *psk_arg;
@@ -74,22 +76,31 @@ struct rp_tls_cbs {
 	void (*on_ready)(struct rp_tls *t, void *arg);
 	/* Plaintext is available in `in`; consume what you can. */
 	void (*on_read)(struct rp_tls *t, struct evbuffer *in, void *arg);
-	/* Output drained below the low-water mark (optional). */
+	/* Output drained: below half the high water after backpressure, or
+	 * empty (optional). */
 	void (*on_drain)(struct rp_tls *t, void *arg);
 	/* Connection is gone; `t` is freed when this returns. */
 	void (*on_close)(struct rp_tls *t, enum rp_tls_close_reason why,
 	    const char *msg, void *arg);
 };
 
-/* Loads credentials; on error returns NULL and writes what/where into err. */
+/* Short text for a close reason ("handshake timeout"), for logs. */
+const char *rp_tls_close_reason_name(enum rp_tls_close_reason why);
+
+/* Loads credentials; on error returns NULL and writes what/where into err.
+ * The context must outlive every connection made with it. */
 struct rp_tls_ctx *rp_tls_ctx_new(
     const struct rp_tls_opts *o, char *err, size_t errlen);
 void rp_tls_ctx_free(struct rp_tls_ctx *ctx);
 
-/* Server side: wraps an accepted, non-blocking socket. */
+/* Server side: wraps an accepted socket (made non-blocking, TCP_NODELAY).
+ * Returns NULL on failure and the caller still owns fd. Callbacks only ever
+ * run from the event loop, never from inside an rp_tls_* call. */
 struct rp_tls *rp_tls_accept(struct rp_tls_ctx *ctx, struct event_base *base,
     evutil_socket_t fd, const struct rp_tls_cbs *cbs, void *arg);
-/* Client side: connects (non-blocking) and verifies the server as `host`. */
+/* Client side: connects (non-blocking) and verifies the server as `host`
+ * (a DNS name, or an address literal matched against IP SANs). Returns NULL
+ * on immediate failure (no callback); later failures come to on_close. */
 struct rp_tls *rp_tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
     const struct sockaddr *sa, int salen, const char *host,
     const struct rp_tls_cbs *cbs, void *arg);
@@ -99,7 +110,8 @@ struct rp_tls *rp_tls_connect_psk(struct rp_tls_ctx *ctx,
     const char *identity, const unsigned char *key, size_t keylen,
     const struct rp_tls_cbs *cbs, void *arg);
 
-/* Encrypts and queues plaintext. Returns 0, or -1 if closing/closed. */
+/* Encrypts and queues plaintext (before on_ready: kept and sent once the
+ * handshake is done). Returns 0, or -1 if closing/closed. */
 int rp_tls_write(struct rp_tls *t, const void *buf, size_t len);
 /* Moves all of `buf` (plaintext) into the connection. */
 int rp_tls_write_buffer(struct rp_tls *t, struct evbuffer *buf);
