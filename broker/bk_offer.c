@@ -798,6 +798,7 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	int mode, rc;
 	int64_t cap;
 	char *psk;
+	const char *first;
 
 	if (id == NULL)
 		return; /* request only */
@@ -887,6 +888,9 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	/* Policy grants view only: the ticket is view only (never escalates). */
 	if (mode == BK_MODE_CONTROL && d.right < AZ_RIGHT_CONTROL)
 		mode = BK_MODE_VIEW;
+	/* Nobody logged on and the scope says allow-view: view only. */
+	if (ag->nsessions == 0 && az_decision_unattended(&d) == AZ_RIGHT_VIEW)
+		mode = BK_MODE_VIEW;
 
 	host_of(peer->addr, hhost, sizeof(hhost));
 	memset(&tp, 0, sizeof(tp));
@@ -940,9 +944,15 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	json_object_set_new(f, "rule", json_string(t->rule));
 	audit(ctx, BK_AE_TICKET_CREATED, f);
 
+	/* The state consent is about to take (offer.update follows). */
+	first = "prompting";
+	if (ag->nsessions == 0)
+		first = az_decision_unattended(&d) == AZ_RIGHT_NONE
+		    ? "declined"
+		    : "accepted";
 	psk = b64(t->secret, sizeof(t->secret));
 	res = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "ticket", t->id,
-	    "psk", psk ? psk : "", "state", "prompting", "mode",
+	    "psk", psk ? psk : "", "state", first, "mode",
 	    bk_ticket_mode_name(t->mode), "expires", (json_int_t)t->expires_at,
 	    "rule", t->rule);
 	if (psk != NULL) {
