@@ -44,7 +44,8 @@ struct az_dir_config {
 	char *bind_dn;      /* service account */
 	char *bind_pw_file; /* refused if readable by group or others */
 	unsigned net_timeout_ms; /* connect/TLS; default 3000 */
-	unsigned op_timeout_ms;  /* each search/bind; default 5000 */
+	unsigned op_timeout_ms;  /* a whole request (queue wait, connect,
+	                            searches, bind); default 5000 */
 	unsigned workers;        /* default 4 */
 	unsigned queue_max;      /* pending jobs; default 1024 */
 	struct az_domain *domains;
@@ -64,6 +65,10 @@ struct az_dir_config {
 	unsigned cache_neg_ttl_s; /* unknown names; default 30 */
 	unsigned cache_max;       /* entries; default 10000 */
 	unsigned backoff_max_ms;  /* reconnect backoff cap; default 30000 */
+	/* Added by the directory engineer (docs/CONFIG-directory.md): */
+	char *user_name_attr;    /* names the account in "CORP\\name";
+	                            default "uid" (AD: "sAMAccountName") */
+	char *group_member_attr; /* walk: member DNs; default "member" */
 };
 
 /* A directory user or computer with its groups (nested included). */
@@ -90,21 +95,35 @@ void az_dir_free(struct az_dir *d);
 
 /* Completion callbacks run on the event loop thread. code is 0 or an rp_err:
  * RP_ERR_AUTH_FAILED (wrong password, unknown or ambiguous name),
- * RP_ERR_NOT_FOUND, RP_ERR_DIRECTORY_UNAVAILABLE. `e` is owned by the
+ * RP_ERR_NOT_FOUND, RP_ERR_INVALID_PARAMS (malformed name, lookups only),
+ * RP_ERR_DIRECTORY_UNAVAILABLE, RP_ERR_CONFIG (the configuration does not
+ * fit the server, e.g. group_strategy inchain on a server other than AD),
+ * RP_ERR_CLOSED (az_dir_free while pending). msg is for logs only: it
+ * says e.g. unknown vs ambiguous, which a peer must not be told. `e` is owned by the
  * callee only for the duration of the callback (az_entry_dup to keep). */
 typedef void (*az_entry_cb)(
     int code, const struct az_entry *e, const char *msg, void *arg);
 
+/* These return 0 when the request is queued: cb then runs exactly once, on
+ * the loop thread, never from inside the call. Otherwise they return
+ * RP_ERR_DIRECTORY_UNAVAILABLE (queue full, logged as such, or pool
+ * stopping) or RP_ERR_NOMEM, and cb is not called. */
 /* Maps DOMAIN\user, user@realm or user to one DN and resolves its groups. */
 int az_dir_lookup_user(
     struct az_dir *d, const char *name, az_entry_cb cb, void *arg);
 /* Verifies a password by simple bind as the user's DN, then groups. */
 int az_dir_check_password(struct az_dir *d, const char *name,
     const char *password, size_t pwlen, az_entry_cb cb, void *arg);
+/* The same with a counted name (from JSON, which may carry \u0000): a NUL
+ * byte inside is refused, never truncated. */
+int az_dir_lookup_user_n(struct az_dir *d, const char *name, size_t namelen,
+    az_entry_cb cb, void *arg);
+int az_dir_check_password_n(struct az_dir *d, const char *name, size_t namelen,
+    const char *password, size_t pwlen, az_entry_cb cb, void *arg);
 /* Finds a computer object by FQDN; its DN gives the OU, plus its groups. */
 int az_dir_lookup_computer(
     struct az_dir *d, const char *fqdn, az_entry_cb cb, void *arg);
-/* Drops cached groups (SIGHUP, tests). */
+/* Drops cached names and groups (SIGHUP, tests). */
 void az_dir_cache_flush(struct az_dir *d);
 
 /*
@@ -115,6 +134,9 @@ void az_dir_cache_flush(struct az_dir *d);
  * neither function is called).
  */
 typedef void (*az_job_fn)(struct az_worker *w, void *arg);
+/* Every accepted job runs exactly once and then its done runs, also when
+ * az_dir_free drains the queue: then the az_worker_* calls inside return
+ * RP_ERR_CLOSED at once. */
 typedef void (*az_done_fn)(void *arg);
 int az_dir_submit(struct az_dir *d, az_job_fn job, az_done_fn done, void *arg);
 
@@ -134,6 +156,8 @@ struct az_dir_stats {
 	unsigned long long
 	    lat_buckets[12]; /* <=0.5,1,2,5,10,20,50,100,200,500,1000ms,+Inf */
 	int up;              /* last operation reached the directory */
+	unsigned long long user_binds; /* simple binds sent for users */
+	unsigned long long queued;     /* jobs waiting now */
 };
 void az_dir_get_stats(struct az_dir *d, struct az_dir_stats *s);
 
