@@ -748,11 +748,13 @@ build_line(struct bk_audit *a, enum bk_audit_event ev, json_t *fields)
 	if (fields != NULL) {
 		json_object_foreach(fields, k, v)
 		{
+			const char *name = k;
+
 			if (is_reserved(k)) {
 				snprintf(key, sizeof(key), "field_%.256s", k);
-				k = key;
+				name = key;
 			}
-			bad |= json_object_set(o, k, v);
+			bad |= json_object_set(o, name, v);
 		}
 	}
 	bad |= json_object_set_new(o, "prev", json_string(prev));
