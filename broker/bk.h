@@ -34,8 +34,10 @@ struct az_entry;
 struct bk_store;
 struct bk_audit;
 struct bk_config;
-struct bk_offers; /* bk_offer.c's private state */
-struct bk_relays; /* bk_relay.c's private state */
+struct bk_offers;    /* bk_offer.c's private state */
+struct bk_server;    /* bk_server.c's private state */
+struct bk_ratelimit; /* bk_session.c's private state */
+struct bk_relays;    /* bk_relay.c's private state */
 
 /* A logged-on session on a machine, as the agent reports it. */
 struct bk_usess {
@@ -72,6 +74,13 @@ struct bk_peer {
 	struct az_entry *user;  /* role helper, after auth */
 	struct az_sasl_sess *sasl;
 	char addr[64]; /* peer address "ip:port" */
+	/* Added by bk_server.c / bk_session.c (additive). */
+	struct az_entry *computer;   /* role agent: directory computer object */
+	struct bk_peer *prev, *next; /* every connection (bk_server.c) */
+	int64_t since;               /* connected at (broker clock) */
+	int busy;                    /* an async hello/auth is in flight */
+	int closing;                 /* close requested by the broker */
+	char mech[24];               /* SASL mechanism in progress */
 };
 
 struct bk_ctx {
@@ -89,6 +98,10 @@ struct bk_ctx {
 	struct bk_relays *relays;
 	unsigned nhelpers; /* connected helpers */
 	int draining;      /* SIGTERM: no new offers */
+	/* Added by the core (additive). */
+	struct bk_server *server;    /* bk_server.c */
+	struct bk_ratelimit *authrl; /* bk_session.c: auth failures */
+	const char *config_path;     /* for messages */
 };
 
 /* bk_agent.c: the registry of online machines. */
@@ -100,7 +113,25 @@ size_t bk_agents_count(const struct bk_agents *a);
 int bk_agents_foreach(
     struct bk_agents *a, int (*fn)(struct bk_agent *ag, void *arg), void *arg);
 
+/* The agent's connection closed (bk_server.c calls it): if `ag` is still
+ * that connection's agent, tell the offers, audit agent_offline, remove it
+ * from the registry and free it. */
+void bk_agents_conn_closed(
+    struct bk_ctx *ctx, struct bk_peer *p, const char *why);
+/* Closes agents silent for three keepalive intervals (periodic sweep). */
+void bk_agents_sweep(struct bk_ctx *ctx);
+
+/* bk_session.c: per-address counter of failed logins. */
+struct bk_ratelimit *bk_ratelimit_new(void);
+void bk_ratelimit_free(struct bk_ratelimit *rl);
+
 /* Helpers for handlers. */
 int64_t bk_now(void); /* broker clock, unix seconds */
+/* The connection's peer record, or NULL once it is gone. */
+struct bk_peer *bk_peer_of(struct rp_conn *c);
+/* Writes an audit event (steals fields); logs when the trail is down.
+ * Returns RP_OK or RP_ERR_AUDIT_UNAVAILABLE. ctx->audit may be NULL in
+ * unit tests (then nothing is written). */
+int bk_audit(struct bk_ctx *ctx, int ev, json_t *fields);
 
 #endif

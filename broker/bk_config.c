@@ -64,6 +64,7 @@ static const struct cfg_key broker_keys[] = {
     {"keepalive", T_SECS, O(keepalive_s), 5, 3600},
     {"max_connections", T_UINT, O(max_connections), 1, 10000000},
     {"drain_timeout", T_SECS, O(drain_timeout_s), 0, 3600},
+    {"login_timeout", T_SECS, O(login_timeout_s), 1, 3600},
 };
 static const struct cfg_key dir_keys[] = {
     {"uri", T_STR, D(uri), 0, 0},
@@ -807,6 +808,7 @@ defaults(struct bk_config *c)
 	c->keepalive_s = 60;
 	c->max_connections = 100000;
 	c->drain_timeout_s = 10;
+	c->login_timeout_s = 60;
 	az_dir_config_init(&c->dir);
 	c->mechanisms = calloc(2, sizeof(char *));
 	if (c->mechanisms) {

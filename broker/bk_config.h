@@ -29,6 +29,7 @@ struct bk_config {
 	unsigned keepalive_s;
 	unsigned max_connections;
 	unsigned drain_timeout_s;
+	unsigned login_timeout_s; /* hello + authentication must end by then */
 
 	/* [directory] and [domain NAME] */
 	int have_directory;
