@@ -10,8 +10,8 @@
  * Why one write(2) per line on O_APPEND: a line is never interleaved with
  * another writer's, and a short write (disk full) is cut back with
  * ftruncate so that the file never keeps half a line. fdatasync after each
- * line: see docs/AUDIT.md for the measurement (events come at human pace;
- * a lost "ticket_created" would be worse than the cost).
+ * line, except agent presence events, which are synced in batches (see
+ * is_bulk and docs/AUDIT.md for the measurements behind this).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +43,8 @@ static const struct {
 #undef BK_X_TAB
 };
 
+static int sync_now(struct bk_audit *a);
+
 struct bk_audit {
 	char *path;
 	int fd;
@@ -50,6 +52,7 @@ struct bk_audit {
 	int ok;
 	int sync;
 	int fail_logged;
+	unsigned pending; /* lines written but not yet fdatasync'd */
 	uint64_t seq;
 	unsigned char hash[HASH_LEN];
 };
@@ -618,8 +621,11 @@ bk_audit_close(struct bk_audit *a)
 {
 	if (a == NULL)
 		return;
-	if (a->fd != -1)
+	if (a->fd != -1) {
+		if (a->ok && a->sync)
+			sync_now(a);
 		close(a->fd);
+	}
 	free(a->path);
 	free(a);
 }
@@ -793,11 +799,40 @@ write_line(struct bk_audit *a, const char *line, size_t len)
 		fail(a, e, "write");
 		return -1;
 	}
-	if (a->sync && fdatasync(a->fd) == -1 && errno != EINVAL) {
+	return 0;
+}
+
+/*
+ * Agent presence events come in floods (a broker restart brings 100k agents
+ * back within a minute): they are written at once but synced in batches.
+ * Everything else is synced before bk_audit_write returns.
+ */
+static int
+is_bulk(enum bk_audit_event ev)
+{
+	return ev == BK_AE_AGENT_ONLINE || ev == BK_AE_AGENT_OFFLINE ||
+	    ev == BK_AE_AGENT_REPLACED;
+}
+
+static int
+sync_now(struct bk_audit *a)
+{
+	if (a->pending == 0)
+		return 0;
+	if (fdatasync(a->fd) == -1 && errno != EINVAL) {
 		fail(a, errno, "fdatasync");
 		return -1;
 	}
+	a->pending = 0;
 	return 0;
+}
+
+int
+bk_audit_sync(struct bk_audit *a)
+{
+	if (a == NULL || !a->ok || a->fd == -1)
+		return RP_ERR_AUDIT_UNAVAILABLE;
+	return sync_now(a) == 0 ? RP_OK : RP_ERR_AUDIT_UNAVAILABLE;
 }
 
 int
@@ -850,6 +885,14 @@ bk_audit_write(struct bk_audit *a, enum bk_audit_event ev, json_t *fields)
 	}
 	a->seq++;
 	sha256(line, len, a->hash);
+	a->pending++;
+	if (a->sync && (!is_bulk(ev) || a->pending >= BK_AUDIT_BULK_LINES) &&
+	    sync_now(a) == -1) {
+		free(line);
+		return RP_ERR_AUDIT_UNAVAILABLE;
+	}
+	if (!a->sync)
+		a->pending = 0;
 	if (a->to_syslog)
 		syslog(LOG_AUTHPRIV | LOG_NOTICE, "audit %s", line);
 	free(line);
@@ -864,8 +907,12 @@ bk_audit_reopen(struct bk_audit *a, char *err, size_t errlen)
 	uint64_t seq = a->seq;
 
 	memcpy(hash, a->hash, HASH_LEN);
-	if (a->fd != -1)
+	if (a->fd != -1) {
+		if (a->ok && a->sync)
+			sync_now(a);
 		close(a->fd);
+	}
+	a->pending = 0;
 	a->ok = 0;
 	if (open_fd(a, err, errlen) == -1)
 		return -1;

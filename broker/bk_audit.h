@@ -10,8 +10,9 @@
  * (without its '\n'), 64 zeros on a trail's first line. Opening an existing
  * file resumes seq and the chain from its last line, and refuses a file whose
  * last line is torn or not a valid event. Each line is written with one
- * write(2) on an O_APPEND descriptor, then fdatasync'd (see docs/AUDIT.md for
- * the measurement behind that), and optionally copied to syslog (authpriv).
+ * write(2) on an O_APPEND descriptor, then fdatasync'd (agent presence events
+ * in batches: see bk_audit_sync and docs/AUDIT.md), and optionally copied to
+ * syslog (authpriv).
  *
  * Fail closed: when a line cannot be written, bk_audit_ok() turns 0, the
  * failure is logged once, and every later bk_audit_write() returns
@@ -123,8 +124,17 @@ int bk_audit_ok(const struct bk_audit *a);
 int bk_audit_reopen(struct bk_audit *a, char *err, size_t errlen);
 void bk_audit_close(struct bk_audit *a); /* NULL is fine */
 
-/* Sync each line to disk (default 1). 0 is for benchmarks and tests. */
+/* Sync lines to disk (default 1). 0 is for benchmarks and tests. */
 void bk_audit_set_sync(struct bk_audit *a, int on);
+/*
+ * Agent presence events (agent_online/offline/replaced) are written at once
+ * but fdatasync'd in batches: at the next other event, every
+ * BK_AUDIT_BULK_LINES lines, at close, or when the broker calls
+ * bk_audit_sync (from a timer, once a second). Every other event is synced
+ * before bk_audit_write returns. Returns RP_OK or RP_ERR_AUDIT_UNAVAILABLE.
+ */
+#define BK_AUDIT_BULK_LINES 512
+int bk_audit_sync(struct bk_audit *a);
 /* seq of the last line written (0 for an empty trail). */
 uint64_t bk_audit_seq(const struct bk_audit *a);
 /* Hex SHA-256 of the last line (64 zeros for an empty trail). */

@@ -494,6 +494,7 @@ START_TEST(test_fail_closed_dev_full)
 	    RP_ERR_AUDIT_UNAVAILABLE);
 	ck_assert(!bk_audit_ok(a));
 	ck_assert_uint_eq(bk_audit_seq(a), 0);
+	ck_assert_int_eq(bk_audit_sync(a), RP_ERR_AUDIT_UNAVAILABLE);
 	/* Stays closed: no retry behind the operator's back. */
 	ck_assert_int_eq(bk_audit_write(a, BK_AE_BROKER_STARTED, NULL),
 	    RP_ERR_AUDIT_UNAVAILABLE);
@@ -529,9 +530,15 @@ START_TEST(test_fail_then_reopen)
 	ck_assert(bk_audit_ok(a));
 	ck_assert_uint_eq(bk_audit_seq(a), 2);
 	write_n(a, 1);
+	bk_audit_set_sync(a, 1);
+	ck_assert_int_eq(
+	    bk_audit_write(a, BK_AE_AGENT_ONLINE,
+	        json_pack("{s:s,s:s}", "machine", "ws-1", "host", "10.0.0.1")),
+	    RP_OK);
+	ck_assert_int_eq(bk_audit_sync(a), RP_OK);
 	bk_audit_close(a);
 	ck_assert_uint_eq(verify(trail, err, sizeof(err), &lines), 0);
-	ck_assert_uint_eq(lines, 3);
+	ck_assert_uint_eq(lines, 4);
 }
 END_TEST
 
