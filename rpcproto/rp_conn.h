@@ -17,6 +17,17 @@
  * Lifetime: rp_conn is reference counted. A handler that answers later
  * (directory lookup, user consent) takes rp_conn_ref(); replying on a closed
  * connection is a harmless no-op; the last rp_conn_unref() frees it.
+ * rp_conn_new returns one reference, owned by the caller (drop it in
+ * on_close); the transport holds another until rp_conn_closed() or
+ * rp_conn_detach(), so the transport's callback pointer stays valid even if
+ * the caller lets go early.
+ *
+ * Bad peers: every message rp_conn itself rejects (malformed line, unknown
+ * method, wrong state, bad params) counts as a bad line; a good message
+ * resets the count; max_bad_lines in a row close the connection. Malformed
+ * lines are answered with "id": null (or the id when it could be read),
+ * except malformed responses and notifications, which are never answered
+ * (JSON-RPC) but reported through on_protocol_error.
  */
 #ifndef RP_CONN_H
 #define RP_CONN_H
@@ -52,18 +63,30 @@ typedef void (*rp_handler)(
 
 struct rp_method {
 	const char *name;
-	unsigned states;    /* RP_ST_* in which the method is allowed */
-	const char *params; /* json_unpack spec checked with JSON_VALIDATE_ONLY,
-	                        e.g. "{s:s, s?:[s]}"; NULL = anything */
-	unsigned flags;     /* RP_M_* */
+	unsigned states; /* RP_ST_* in which the method is allowed */
+	/* Params spec: jansson's json_unpack format with the object keys
+	 * written inline (a table cannot pass them as arguments), e.g.
+	 * "{machine:s, mode:s, addresses?:[s]}" ("?" = optional member;
+	 * at most 16 keys). Checked with JSON_VALIDATE_ONLY; unknown members
+	 * are ignored unless the spec ends an object with '!'. NULL = any
+	 * object or array. The key-less form "{s:s}" is rejected. Note jansson's
+	 * semantics: "[s]" checks the first element only; handlers check the
+	 * rest of a list themselves. */
+	const char *params;
+	unsigned flags; /* RP_M_* */
 	rp_handler handler;
 };
+/* A method is called as a request (with an id) unless RP_M_NOTIFY_OK
+ * allows the notification form too; a notification for a method without it
+ * is dropped and reported. RP_M_REQUEST_ONLY states the default explicitly. */
 #define RP_M_NOTIFY_OK 1u    /* may be sent as a notification */
 #define RP_M_REQUEST_ONLY 2u /* must carry an id */
 
 /* Result of one of our outgoing requests. code == 0: `result` is the result.
  * Otherwise `result` is the error object (may be NULL for local failures such
- * as RP_ERR_TIMEOUT or RP_ERR_CLOSED). Called exactly once per call. */
+ * as RP_ERR_TIMEOUT or RP_ERR_CLOSED). Called exactly once per call.
+ * `result` is borrowed for the duration of the callback (json_incref to
+ * keep it). */
 typedef void (*rp_reply_cb)(
     struct rp_conn *c, int code, json_t *result, void *arg);
 
@@ -98,6 +121,13 @@ struct rp_conn_opts {
 	unsigned max_bad_lines;
 };
 
+/* Checks a method table (names, states, handlers, params specs,
+ * duplicates). Returns 0, or -1 with the first problem in err. Call it once
+ * at startup or in a unit test: a broken spec is otherwise only reported
+ * (-32603 to the peer, log_errx) when the method is called. */
+int rp_methods_check(
+    const struct rp_method *m, size_t n, char *err, size_t errlen);
+
 struct rp_conn *rp_conn_new(struct event_base *base,
     const struct rp_io_ops *ops, void *io, const struct rp_conn_opts *o);
 /* Convenience: an rp_conn over an rp_tls (sets the TLS callbacks). */
@@ -106,7 +136,8 @@ struct rp_conn *rp_conn_new_tls(
 
 /* Feed received plaintext (transport callback). */
 void rp_conn_input(struct rp_conn *c, struct evbuffer *in);
-/* Transport reports it is gone. */
+/* Transport reports it is gone. The transport must not call rp_conn_*
+ * with this connection afterwards. */
 void rp_conn_closed(struct rp_conn *c, const char *why);
 /* Transport output drained (for backpressure bookkeeping). */
 void rp_conn_drained(struct rp_conn *c);
@@ -123,12 +154,24 @@ void rp_conn_set_data(struct rp_conn *c, void *data);
 void *rp_conn_data(const struct rp_conn *c);
 const char *rp_conn_peer_id(const struct rp_conn *c);
 const char *rp_conn_peer_addr(const struct rp_conn *c);
-/* The underlying rp_tls, or NULL if the transport is not TLS. */
+/* The underlying rp_tls, or NULL if the transport is not TLS (or gone). */
 struct rp_tls *rp_conn_tls(const struct rp_conn *c);
+/* Called by rp_conn_new_tls (rp_conn_tls.c) to record the rp_tls under the
+ * rp_io_ops; rp_conn itself never calls rp_tls_* directly. */
+void rp_conn_set_tls(struct rp_conn *c, struct rp_tls *t);
+/* "new", "hello", "authing", "agent", "helper", "raw", "closed". */
+const char *rp_conn_state_name(unsigned state);
+
+/* Stop processing input while the transport holds more than this many
+ * bytes of our output; resume on rp_conn_drained(). */
+#define RP_CONN_OUT_HIGH (256u * 1024u)
 
 /* Outgoing. All steal the reference to params/result/data. Return 0, or an
  * rp_err (RP_ERR_CLOSED on a closed connection, RP_ERR_LINE_TOO_LONG if the
- * message would exceed the line limit). */
+ * message would exceed the line limit). rp_conn_reply and rp_conn_error with
+ * id NULL (the request was a notification) send nothing and return 0. A reply
+ * too long for one line is replaced by a line_too_long error to the peer (so
+ * it does not wait forever) and RP_ERR_LINE_TOO_LONG is returned. */
 int rp_conn_call(struct rp_conn *c, const char *method, json_t *params,
     unsigned timeout_ms, rp_reply_cb cb, void *arg);
 int rp_conn_notify(struct rp_conn *c, const char *method, json_t *params);
@@ -148,7 +191,11 @@ void rp_conn_close(struct rp_conn *c, const char *why);
  * Relay: stop RPC processing after the current message and hand the
  * transport over. Any bytes already received after the current line are
  * moved into `leftover`. The rp_conn is marked RP_ST_RAW; the caller takes
- * over the rp_tls callbacks with rp_tls_set_cbs().
+ * over the rp_tls callbacks with rp_tls_set_cbs(). Pending calls fail with
+ * RP_ERR_CLOSED. on_close is NOT called (the transport is not gone): the
+ * caller cleans up its record and drops its reference itself. Replies sent
+ * before detaching (e.g. the relay.join result) are already queued on the
+ * transport. Returns NULL (leftover still filled) on a non-TLS transport.
  */
 struct rp_tls *rp_conn_detach(struct rp_conn *c, struct evbuffer *leftover);
 
