@@ -53,6 +53,9 @@ log_level_parse(const char *s)
 	return -1;
 }
 
+static void log_vwrite(enum log_level lvl, const char *fmt, va_list ap,
+    const char *err) __attribute__((format(printf, 2, 0)));
+
 static void
 log_vwrite(enum log_level lvl, const char *fmt, va_list ap, const char *err)
 {
