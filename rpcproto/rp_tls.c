@@ -438,7 +438,6 @@ tls_check_high(struct rp_tls *t)
 	if (evbuffer_get_length(bufferevent_get_output(t->bev)) <= hw)
 		return;
 	t->paused = 1;
-	bufferevent_setwatermark(t->bev, EV_WRITE, hw / 2, 0);
 	tls_update_reading(t);
 }
 
@@ -794,12 +793,12 @@ tls_write_cb(struct bufferevent *bev, void *arg)
 		if (t->paused && left <= t->ctx->high_water / 2) {
 			t->paused = 0;
 			resumed = 1;
-			bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 			tls_update_reading(t);
 		}
-		/* Also when simply empty: the layer above may keep its own,
-		 * lower, mark (rp_conn does) and waits for this. */
-		if ((resumed || left == 0) && t->cbs.on_drain != NULL)
+		/* The write low-water mark is half the high water, so we get
+		 * here whenever the queue is at or below it: the layer above
+		 * may keep its own mark (rp_conn does) and waits for this. */
+		if (left <= t->ctx->high_water / 2 && t->cbs.on_drain != NULL)
 			t->cbs.on_drain(t, t->arg);
 		/* Records may wait in the input, unseen while paused. */
 		if (resumed && t->state == ST_OPEN && tls_want_read(t))
@@ -947,6 +946,7 @@ tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
 	if (t->bev == NULL)
 		goto fail;
 	bufferevent_setcb(t->bev, tls_read_cb, tls_write_cb, tls_event_cb, t);
+	bufferevent_setwatermark(t->bev, EV_WRITE, ctx->high_water / 2, 0);
 	t->hs_timer = evtimer_new(base, tls_hs_timeout_cb, t);
 	if (t->hs_timer == NULL)
 		goto fail;

@@ -76,8 +76,8 @@ struct rp_tls_cbs {
 	void (*on_ready)(struct rp_tls *t, void *arg);
 	/* Plaintext is available in `in`; consume what you can. */
 	void (*on_read)(struct rp_tls *t, struct evbuffer *in, void *arg);
-	/* Output drained: below half the high water after backpressure, or
-	 * empty (optional). */
+	/* Output drained to half the high water or below (after every socket
+	 * write that leaves it there; optional). */
 	void (*on_drain)(struct rp_tls *t, void *arg);
 	/* Connection is gone; `t` is freed when this returns. */
 	void (*on_close)(struct rp_tls *t, enum rp_tls_close_reason why,
