@@ -277,9 +277,7 @@ c_getopt(void *ctx, const char *plugin, const char *option, const char **result,
 		if (strcmp(option, "mech_list") == 0)
 			v = ss->s->mech_list;
 		else if (strcmp(option, "pwcheck_method") == 0)
-			v = "auxprop"; /* no auxprop plugin: always fails */
-		else if (strcmp(option, "auxprop_plugin") == 0)
-			v = "rabroker-none";
+			v = "auxprop"; /* no auxprop plugin loaded: fails */
 		else if (strcmp(option, "auto_transition") == 0)
 			v = "no";
 		else if (strcmp(option, "log_level") == 0)
@@ -906,17 +904,23 @@ submit(struct az_sasl_sess *ss, int is_start, const unsigned char *in,
 	j->cb = cb;
 	j->arg = arg;
 	if ((j->in = malloc(len + 1)) == NULL)
-		return refuse(ss, RP_ERR_NOMEM, 1, "out of memory");
+		return refuse(ss, RP_ERR_INTERNAL, 1, "out of memory");
 	if (len > 0)
 		memcpy(j->in, in, len);
 	j->in[len] = '\0';
 	j->inlen = len;
+	/* Until a worker has run the job, it has failed (set before the
+	 * submit: from then on the job belongs to the worker). */
+	j->sasl_rc = SASL_NOTDONE;
+	j->code = RP_ERR_CLOSED;
 	if (ss->s->dir == NULL)
 		rc = RP_ERR_DIRECTORY_UNAVAILABLE;
 	else
 		rc = az_dir_submit(ss->s->dir, job_run, job_done, ss);
 	if (rc != 0) {
 		job_clear(j);
+		if (rc != RP_ERR_DIRECTORY_UNAVAILABLE)
+			rc = RP_ERR_INTERNAL;
 		return refuse(ss, rc, 1, "%s", rp_err_message(rc));
 	}
 	ss->busy = 1;
@@ -973,6 +977,11 @@ az_sasl_start(struct az_sasl_sess *ss, const char *mech,
 		why = external_precheck(ss, initial, len);
 	if (why != NULL)
 		return refuse(ss, RP_ERR_AUTH_FAILED, 1, "%s", why);
+	/* EXTERNAL: an authzid equal to the certificate name means the
+	 * same as none, and Cyrus (no auxprop plugin) refuses a separate
+	 * authzid lookup: hand it the empty form. */
+	if (has_initial && strcmp(ss->mech, "EXTERNAL") == 0)
+		len = 0;
 	ss->state = SS_EXCH;
 	ss->steps = 1;
 	return submit(ss, 1, has_initial ? initial : NULL,
@@ -1014,6 +1023,8 @@ az_sasl_step(struct az_sasl_sess *ss, const unsigned char *resp, size_t len,
 		    ss, resp != NULL ? resp : (const void *)"", len);
 	if (why != NULL)
 		return refuse(ss, RP_ERR_AUTH_FAILED, 1, "%s", why);
+	if (strcmp(ss->mech, "EXTERNAL") == 0)
+		len = 0; /* as in az_sasl_start */
 	return submit(
 	    ss, 0, resp != NULL ? resp : (const void *)"", len, 1, cb, arg);
 }
@@ -1032,6 +1043,7 @@ job_run(struct az_worker *w, void *arg)
 	int rc;
 
 	j->w = w;
+	j->code = 0;
 	if (j->is_start)
 		rc = sasl_server_start(ss->conn, ss->mech,
 		    j->has_in ? (const char *)j->in : NULL, (unsigned)j->inlen,
@@ -1112,7 +1124,10 @@ job_done(void *arg)
 	code = j->code;
 	if (code == 0 || code == RP_ERR_NOT_FOUND)
 		code = RP_ERR_AUTH_FAILED;
-	if (code == RP_ERR_NOMEM)
+	else if (code == RP_ERR_CLOSED || code == RP_ERR_TIMEOUT)
+		code = RP_ERR_DIRECTORY_UNAVAILABLE;
+	else if (code != RP_ERR_AUTH_FAILED &&
+	    code != RP_ERR_DIRECTORY_UNAVAILABLE)
 		code = RP_ERR_INTERNAL;
 	log_warnx("sasl: authentication failed (%s from %s): %s", ss->mech,
 	    peer(ss), j->msg[0] != '\0' ? j->msg : sasl_errdetail(ss->conn));
