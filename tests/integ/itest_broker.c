@@ -1,0 +1,650 @@
+/*
+ * itest_broker.c - the real rabrokerd (a child process) against a real
+ * slapd, spoken to over real TLS by scripted agents and helpers
+ * (tests/lib/tl_broker.h): configuration checks (-n), the port-taken
+ * message (seed 003), agent identity by certificate, replacement, the
+ * policy deciding machines.list, SIGHUP and SIGTERM.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "rp_error.h"
+#include "tl_broker.h"
+#include "tl_slapd.h"
+#include "tl_util.h"
+
+static struct tl_slapd slapd;
+static int have_slapd;
+
+/* alice is in CORP\helpdesk; bob is in no group. */
+static const char *policy_helpdesk =
+    "# test policy\n"
+    "scope workstations ou=\"ou=Workstations,ou=Computers,dc=corp,"
+    "dc=example\"\n"
+    "allow control group \"CORP\\helpdesk\" on workstations\n";
+static const char *policy_bob =
+    "scope workstations ou=\"ou=Workstations,ou=Computers,dc=corp,"
+    "dc=example\"\n"
+    "allow view user \"CORP\\bob\" on workstations\n";
+
+static void
+slapd_up(void)
+{
+	have_slapd = tl_slapd_start(NULL, &slapd) == 0;
+}
+
+static void
+slapd_down(void)
+{
+	if (have_slapd)
+		tl_slapd_destroy(&slapd);
+}
+
+/* A broker configured against the test slapd, started. */
+static void
+broker_up(struct tl_broker *b, const char *policy, unsigned drain)
+{
+	struct tl_broker_opts o;
+
+	ck_assert_msg(have_slapd, "slapd did not start");
+	memset(&o, 0, sizeof(o));
+	o.slapd = &slapd;
+	o.policy = policy;
+	o.require_computer_object = 1;
+	o.drain_timeout_s = drain;
+	ck_assert_int_eq(tl_broker_setup(b, &o), 0);
+	ck_assert_msg(tl_broker_start(b) == 0, "rabrokerd did not start");
+}
+
+static struct tl_client *
+connect_as(struct event_base *base, struct tl_broker *b, const char *cert)
+{
+	char why[256] = "";
+	struct tl_client *c = tl_client_connect(
+	    base, b->pki, b->port, cert, 5000, why, sizeof(why));
+	ck_assert_msg(c != NULL, "connect as %s: %s", cert ? cert : "-", why);
+	return c;
+}
+
+/* machines.list as seen by c: the array (new reference). */
+static json_t *
+list_machines(struct tl_client *c)
+{
+	json_t *res = NULL, *m;
+	int rc = tl_client_call(c, "machines.list", json_object(), 5000, &res);
+
+	ck_assert_msg(
+	    rc == 0, "machines.list: %d %s", rc, tl_error_reason(res));
+	m = json_incref(json_object_get(res, "machines"));
+	ck_assert(json_is_array(m));
+	json_decref(res);
+	return m;
+}
+
+static int
+lists(json_t *machines, const char *fqdn)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(machines, i, v)
+	{
+		if (strcmp(json_string_value(json_object_get(v, "fqdn")),
+		        fqdn) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* --- rabrokerd -n ---------------------------------------------------------- */
+
+START_TEST(t_check_good)
+{
+	struct tl_broker b;
+	struct tl_broker_opts o;
+	char out[4096];
+	const char *args[] = {"-n", "-f", NULL, NULL};
+
+	memset(&o, 0, sizeof(o));
+	o.slapd = have_slapd ? &slapd : NULL;
+	o.policy = policy_helpdesk;
+	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
+	args[2] = b.conf;
+	ck_assert_int_eq(tl_broker_run(args, out, sizeof(out), 10000), 0);
+	ck_assert_msg(strstr(out, "configuration OK") != NULL, "%s", out);
+	tl_broker_destroy(&b);
+}
+END_TEST
+
+/* Appends text to a file; returns the line number of its first line. */
+static int
+append(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "r+");
+	int ch, lines = 0, last = '\n';
+
+	ck_assert_ptr_nonnull(f);
+	while ((ch = fgetc(f)) != EOF) {
+		if (ch == '\n')
+			lines++;
+		last = ch;
+	}
+	if (last != '\n') {
+		fputc('\n', f);
+		lines++;
+	}
+	fputs(text, f);
+	fclose(f);
+	return lines + 1;
+}
+
+START_TEST(t_check_config_errors)
+{
+	struct tl_broker b;
+	char out[4096], want[800];
+	const char *args[] = {"-n", "-f", NULL, NULL};
+	int l1, l2;
+
+	ck_assert_int_eq(tl_broker_setup(&b, NULL), 0);
+	args[2] = b.conf;
+	l1 = append(b.conf, "[relay]\nidle_timout = 5s\n") + 1;
+	l2 = append(b.conf, "[log]\n") + 1;
+	append(b.conf, "level = loud\n");
+	ck_assert_int_eq(tl_broker_run(args, out, sizeof(out), 10000), 1);
+	snprintf(want, sizeof(want), "%s:%d: unknown key \"idle_timout\"",
+	    b.conf, l1);
+	ck_assert_msg(strstr(out, want) != NULL, "want %s in: %s", want, out);
+	/* [log] appears twice: duplicate level?  No: level was set in the
+	 * first [log]; this one is a duplicate key and a bad value. */
+	snprintf(want, sizeof(want), "%s:%d:", b.conf, l2);
+	ck_assert_msg(strstr(out, want) != NULL, "want %s in: %s", want, out);
+	ck_assert(strstr(out, "configuration OK") == NULL);
+	tl_broker_destroy(&b);
+}
+END_TEST
+
+START_TEST(t_check_secret_mode)
+{
+	struct tl_broker b;
+	char out[4096], want[800];
+	const char *args[] = {"-n", "-f", NULL, NULL};
+
+	ck_assert_int_eq(tl_broker_setup(&b, NULL), 0);
+	args[2] = b.conf;
+	ck_assert_int_eq(chmod(b.key, 0644), 0);
+	ck_assert_int_eq(tl_broker_run(args, out, sizeof(out), 10000), 1);
+	snprintf(want, sizeof(want),
+	    "private key %s is readable by group or others (mode 0644)", b.key);
+	ck_assert_msg(strstr(out, want) != NULL, "want %s in: %s", want, out);
+	ck_assert_msg(strstr(out, ":5: ") != NULL, "no line in: %s", out);
+	tl_broker_destroy(&b);
+}
+END_TEST
+
+START_TEST(t_check_policy_error)
+{
+	struct tl_broker b;
+	struct tl_broker_opts o;
+	char out[4096], want[800];
+	const char *args[] = {"-n", "-f", NULL, NULL};
+
+	memset(&o, 0, sizeof(o));
+	o.policy = "# ok\nallow control group \"CORP\\helpdesk\" on nowhere\n";
+	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
+	args[2] = b.conf;
+	ck_assert_int_eq(tl_broker_run(args, out, sizeof(out), 10000), 1);
+	snprintf(want, sizeof(want), "%s:2:", b.policy);
+	ck_assert_msg(strstr(out, want) != NULL, "want %s in: %s", want, out);
+	tl_broker_destroy(&b);
+}
+END_TEST
+
+/* Seed 003: the port is taken by another program. */
+START_TEST(t_port_taken)
+{
+	struct tl_broker b;
+	char out[4096], want[1200];
+	const char *args[] = {"-d", "-f", NULL, NULL};
+	struct sockaddr_in sa;
+	int fd, one = 1;
+
+	ck_assert_int_eq(tl_broker_setup(&b, NULL), 0);
+	args[2] = b.conf;
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	tl_loopback((struct sockaddr *)&sa, 0, (uint16_t)b.port);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fd, 1), 0);
+	ck_assert_int_eq(tl_broker_run(args, out, sizeof(out), 10000), 1);
+	snprintf(want, sizeof(want),
+	    "cannot listen on 127.0.0.1:%u: address already in use; another "
+	    "program holds this port \xe2\x80\x94 change `listen` in [broker] "
+	    "of %s",
+	    b.port, b.conf);
+	ck_assert_msg(strstr(out, want) != NULL, "want %s in: %s", want, out);
+	close(fd);
+	tl_broker_destroy(&b);
+}
+END_TEST
+
+/* --- agents and helpers ---------------------------------------------------- */
+
+START_TEST(t_agent_listed_by_policy)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *ag, *alice, *bob;
+	json_t *m, *res = NULL;
+	int rc;
+
+	broker_up(&b, policy_helpdesk, 5);
+	ag = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_call(ag, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), 5000,
+	        &res),
+	    0);
+	ck_assert_str_eq(json_string_value(json_object_get(res, "identity")),
+	    "ws-042.corp.example");
+	json_decref(res);
+	rc = tl_client_call(ag, "agent.register",
+	    json_pack("{s:s, s:[s], s:[{s:s, s:s, s:s, s:b}]}", "fqdn",
+	        "WS-042.corp.example", "addresses", "192.0.2.42", "sessions",
+	        "id", "2", "user", "CORP\\bob", "kind", "graphical", "locked",
+	        0),
+	    5000, &res);
+	ck_assert_msg(rc == 0, "register: %d %s", rc, tl_error_reason(res));
+	ck_assert_str_eq(json_string_value(json_object_get(res, "machine")),
+	    "ws-042.corp.example");
+	ck_assert_ptr_nonnull(strstr(
+	    json_string_value(json_object_get(res, "dn")), "ou=Workstations"));
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(res, "keepalive")), 60);
+	json_decref(res);
+
+	alice = connect_as(base, &b, NULL);
+	ck_assert_int_eq(tl_client_helper_login(alice, "alice", "alice-pw"), 0);
+	m = list_machines(alice);
+	ck_assert_msg(
+	    lists(m, "ws-042.corp.example"), "alice: %s", json_dumps(m, 0));
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_array_get(m, 0), "right")),
+	    "control");
+	ck_assert_ptr_nonnull(strstr(
+	    json_string_value(json_object_get(json_array_get(m, 0), "rule")),
+	    "CORP\\helpdesk"));
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(
+	        json_array_get(
+	            json_object_get(json_array_get(m, 0), "sessions"), 0),
+	        "user")),
+	    "CORP\\bob");
+	json_decref(m);
+	/* The substring filter. */
+	rc = tl_client_call(alice, "machines.list",
+	    json_pack("{s:s}", "filter", "srv-"), 5000, &res);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(json_array_size(json_object_get(res, "machines")), 0);
+	json_decref(res);
+
+	bob = connect_as(base, &b, NULL);
+	ck_assert_int_eq(tl_client_helper_login(bob, "bob", "bob-pw"), 0);
+	m = list_machines(bob);
+	ck_assert_int_eq(json_array_size(m), 0);
+	json_decref(m);
+
+	ck_assert(tl_broker_wait_audit(&b, "\"agent_online\"", 1, 2000));
+	ck_assert(tl_broker_wait_audit(&b, "\"auth_succeeded\"", 2, 2000));
+	ck_assert_int_eq(tl_broker_audit_count(&b, "\"CORP\\\\alice\""), 1);
+
+	tl_client_free(bob);
+	tl_client_free(alice);
+	tl_client_free(ag);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(t_register_wrong_fqdn)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *ag;
+	json_t *res = NULL;
+
+	broker_up(&b, policy_helpdesk, 5);
+	ag = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_call(ag, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), 5000,
+	        NULL),
+	    0);
+	ck_assert_int_eq(
+	    tl_client_call(ag, "agent.register",
+	        json_pack("{s:s}", "fqdn", "ws-043.corp.example"), 5000, &res),
+	    RP_ERR_FORBIDDEN);
+	ck_assert_str_eq(tl_error_reason(res), "forbidden");
+	json_decref(res);
+	/* Bad params: a session without a kind. */
+	ck_assert_int_eq(tl_client_call(ag, "agent.register",
+	                     json_pack("{s:s, s:[{s:s}]}", "fqdn",
+	                         "ws-042.corp.example", "sessions", "id", "1"),
+	                     5000, NULL),
+	    RP_ERR_INVALID_PARAMS);
+	tl_client_free(ag);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+static void
+refused_cert(struct event_base *base, struct tl_broker *b, const char *cert)
+{
+	char why[256] = "";
+	struct tl_client *c = tl_client_connect(
+	    base, b->pki, b->port, cert, 5000, why, sizeof(why));
+
+	if (c == NULL)
+		return;
+	ck_assert_msg(
+	    tl_client_wait_closed(c, 3000), "%s certificate accepted", cert);
+	ck_assert_int_eq(
+	    tl_client_call(c, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), 2000,
+	        NULL),
+	    RP_ERR_CLOSED);
+	tl_client_free(c);
+}
+
+START_TEST(t_identity_refusals)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *c;
+	json_t *res = NULL;
+
+	broker_up(&b, policy_helpdesk, 5);
+	/* A certificate from an untrusted CA, an expired one from the right
+	 * CA: the broker refuses the handshake. (With TLS 1.3 the client may
+	 * believe it is done before the server has checked its certificate:
+	 * then the connection must close at once, unanswered.) */
+	refused_cert(base, &b, "rogue");
+	refused_cert(base, &b, "expired");
+	ck_assert(tl_broker_wait_log(&b, "TLS connection refused", 2, 3000));
+
+	/* No certificate: cannot be an agent. */
+	c = connect_as(base, &b, NULL);
+	ck_assert_int_eq(
+	    tl_client_call(c, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), 5000,
+	        &res),
+	    RP_ERR_NOT_AUTHENTICATED);
+	json_decref(res);
+	/* Wrong version. */
+	ck_assert_int_eq(
+	    tl_client_call(c, "hello",
+	        json_pack("{s:i, s:s}", "version", 2, "role", "helper"), 5000,
+	        &res),
+	    RP_ERR_VERSION);
+	ck_assert_int_eq(
+	    json_integer_value(json_array_get(
+	        json_object_get(json_object_get(res, "data"), "supported"), 0)),
+	    1);
+	json_decref(res);
+	/* Methods before authentication. */
+	ck_assert_int_eq(
+	    tl_client_call(c, "machines.list", json_object(), 5000, NULL),
+	    RP_ERR_NOT_AUTHENTICATED);
+	ck_assert_int_eq(tl_client_call(c, "agent.register",
+	                     json_pack("{s:s}", "fqdn", "x"), 5000, NULL),
+	    RP_ERR_NOT_AUTHENTICATED);
+	ck_assert_int_eq(
+	    tl_client_call(c, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "helper"), 5000,
+	        NULL),
+	    0);
+	ck_assert_int_eq(
+	    tl_client_call(c, "machines.list", json_object(), 5000, &res),
+	    RP_ERR_NOT_AUTHENTICATED);
+	json_decref(res);
+	ck_assert_int_eq(
+	    tl_client_call(c, "offer.create",
+	        json_pack("{s:s, s:s, s:[s]}", "machine", "ws-042.corp.example",
+	            "mode", "view", "addresses", "127.0.0.1:5500"),
+	        5000, NULL),
+	    RP_ERR_NOT_AUTHENTICATED);
+	tl_client_free(c);
+
+	/* A valid certificate for a machine the directory does not know
+	 * (require_computer_object = yes). */
+	c = connect_as(base, &b, "cn-only");
+	ck_assert_int_eq(
+	    tl_client_call(c, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), 5000,
+	        &res),
+	    RP_ERR_UNKNOWN_MACHINE);
+	json_decref(res);
+	tl_client_free(c);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(t_agent_replaced)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *a1, *a2, *alice;
+	json_t *m;
+
+	broker_up(&b, policy_helpdesk, 5);
+	a1 = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_agent_login(a1, "ws-042.corp.example", "CORP\\bob"), 0);
+	a2 = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_agent_login(a2, "ws-042.corp.example", "CORP\\carol"), 0);
+	ck_assert_msg(tl_client_wait_closed(a1, 5000),
+	    "the old connection was not closed");
+	ck_assert(!tl_client_closed(a2));
+	ck_assert(tl_broker_wait_audit(&b, "\"agent_replaced\"", 1, 2000));
+	ck_assert_int_eq(tl_broker_audit_count(&b, "\"agent_offline\""), 0);
+
+	alice = connect_as(base, &b, NULL);
+	ck_assert_int_eq(tl_client_helper_login(alice, "alice", "alice-pw"), 0);
+	m = list_machines(alice);
+	ck_assert_int_eq(json_array_size(m), 1);
+	/* The new connection's sessions. */
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(
+	        json_array_get(
+	            json_object_get(json_array_get(m, 0), "sessions"), 0),
+	        "user")),
+	    "CORP\\carol");
+	json_decref(m);
+	/* The agent goes away: offline, no longer listed. */
+	tl_client_free(a2);
+	ck_assert(tl_broker_wait_audit(&b, "\"agent_offline\"", 1, 3000));
+	m = list_machines(alice);
+	ck_assert_int_eq(json_array_size(m), 0);
+	json_decref(m);
+	tl_client_free(alice);
+	tl_client_free(a1);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(t_wrong_password)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *c;
+	int rc, i;
+
+	broker_up(&b, policy_helpdesk, 5);
+	c = connect_as(base, &b, NULL);
+	rc = tl_client_helper_login(c, "alice", "not-her-password");
+	ck_assert_int_eq(rc, RP_ERR_AUTH_FAILED);
+	ck_assert(tl_broker_wait_audit(&b, "\"auth_failed\"", 1, 2000));
+	ck_assert_int_eq(tl_broker_audit_count(&b, "not-her-password"), 0);
+	ck_assert_int_eq(tl_broker_log_count(&b, "not-her-password"), 0);
+	ck_assert_int_eq(tl_broker_audit_count(&b, "\"alice\""), 1);
+	/* Still not authenticated. */
+	ck_assert_int_eq(
+	    tl_client_call(c, "machines.list", json_object(), 5000, NULL),
+	    RP_ERR_NOT_AUTHENTICATED);
+	/* Four more failures from this address, then rate_limited even with
+	 * the right password. */
+	for (i = 0; i < 4; i++) {
+		json_t *p = json_pack("{s:s, s:s}", "mechanism", "PLAIN",
+		    "initial", "AGFsaWNlAHdyb25n"); /* \0alice\0wrong */
+		ck_assert_int_eq(
+		    tl_client_call(c, "auth.start", p, 10000, NULL),
+		    RP_ERR_AUTH_FAILED);
+	}
+	ck_assert_int_eq(tl_client_call(c, "auth.start",
+	                     json_pack("{s:s, s:s}", "mechanism", "PLAIN",
+	                         "initial", "AGFsaWNlAGFsaWNlLXB3"),
+	                     10000, NULL),
+	    RP_ERR_RATE_LIMITED);
+	tl_client_free(c);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(t_sighup_policy)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *ag, *alice, *bob;
+	json_t *m, *res = NULL;
+
+	broker_up(&b, policy_helpdesk, 5);
+	ag = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_agent_login(ag, "ws-042.corp.example", NULL), 0);
+	alice = connect_as(base, &b, NULL);
+	ck_assert_int_eq(tl_client_helper_login(alice, "alice", "alice-pw"), 0);
+	bob = connect_as(base, &b, NULL);
+	ck_assert_int_eq(tl_client_helper_login(bob, "bob", "bob-pw"), 0);
+	m = list_machines(alice);
+	ck_assert_int_eq(json_array_size(m), 1);
+	json_decref(m);
+
+	/* A broken policy: the old one stays. */
+	ck_assert_int_eq(tl_broker_write_policy(&b, "allow nothing\n"), 0);
+	ck_assert_int_eq(tl_broker_signal(&b, SIGHUP), 0);
+	ck_assert(tl_broker_wait_audit(&b, "\"result\":\"error\"", 1, 3000));
+	ck_assert(tl_broker_wait_log(&b, "policy.conf:1", 1, 2000));
+	m = list_machines(alice);
+	ck_assert_int_eq(json_array_size(m), 1);
+	json_decref(m);
+
+	/* A good one: applies to the same connections. */
+	ck_assert_int_eq(tl_broker_write_policy(&b, policy_bob), 0);
+	ck_assert_int_eq(tl_broker_signal(&b, SIGHUP), 0);
+	ck_assert(tl_broker_wait_audit(&b, "\"result\":\"ok\"", 1, 3000));
+	m = list_machines(alice);
+	ck_assert_int_eq(json_array_size(m), 0);
+	json_decref(m);
+	m = list_machines(bob);
+	ck_assert(lists(m, "ws-042.corp.example"));
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_array_get(m, 0), "right")),
+	    "view");
+	json_decref(m);
+	/* The agent connection was not touched. */
+	ck_assert(!tl_client_closed(ag));
+	ck_assert_int_eq(
+	    tl_client_call(ag, "ping", json_object(), 5000, &res), 0);
+	ck_assert(json_integer_value(json_object_get(res, "now")) > 0);
+	json_decref(res);
+	ck_assert_int_eq(tl_broker_audit_count(&b, "\"agent_offline\""), 0);
+
+	tl_client_free(bob);
+	tl_client_free(alice);
+	tl_client_free(ag);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(t_sigterm_drains)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *ag;
+	unsigned ms = 0;
+	int st;
+
+	broker_up(&b, policy_helpdesk, 3);
+	ag = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_agent_login(ag, "ws-042.corp.example", NULL), 0);
+	ck_assert_int_eq(tl_broker_signal(&b, SIGTERM), 0);
+	/* The broker closes us gracefully... */
+	ck_assert_msg(tl_client_wait_closed(ag, 3000), "agent not told to go");
+	/* ...and exits 0 within drain_timeout. */
+	st = tl_broker_stop(&b, 0, 4000, &ms);
+	ck_assert_msg(st == 0, "exit status %d after %u ms", st, ms);
+	ck_assert(tl_broker_audit_count(&b, "\"broker_stopped\"") == 1);
+	ck_assert(tl_broker_audit_count(&b, "\"broker_started\"") == 1);
+	tl_client_free(ag);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+static Suite *
+broker_suite(void)
+{
+	Suite *s = suite_create("broker");
+	TCase *tc = tcase_create("check");
+	TCase *tl = tcase_create("live");
+
+	tcase_add_unchecked_fixture(tc, slapd_up, slapd_down);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, t_check_good);
+	tcase_add_test(tc, t_check_config_errors);
+	tcase_add_test(tc, t_check_secret_mode);
+	tcase_add_test(tc, t_check_policy_error);
+	tcase_add_test(tc, t_port_taken);
+	suite_add_tcase(s, tc);
+
+	tcase_add_unchecked_fixture(tl, slapd_up, slapd_down);
+	tcase_set_timeout(tl, 90);
+	tcase_add_test(tl, t_agent_listed_by_policy);
+	tcase_add_test(tl, t_register_wrong_fqdn);
+	tcase_add_test(tl, t_identity_refusals);
+	tcase_add_test(tl, t_agent_replaced);
+	tcase_add_test(tl, t_wrong_password);
+	tcase_add_test(tl, t_sighup_policy);
+	tcase_add_test(tl, t_sigterm_drains);
+	suite_add_tcase(s, tl);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(broker_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
