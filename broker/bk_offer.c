@@ -31,7 +31,9 @@
  *
  * Helper gone: its tickets that have not connected (offered, prompting,
  * accepted) are cancelled and the agent is told (ticket.revoked); connected
- * sessions continue until they end, expire or the novice ends them.
+ * sessions continue until they end, expire or the novice ends them. Not
+ * while the broker drains (SIGTERM): then every connection closes and the
+ * tickets must survive into the next start.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -531,8 +533,13 @@ offer_decline(struct offer *o, enum bk_ticket_state to, const char *reason,
     const char *user)
 {
 	struct bk_ctx *ctx = o->os->ctx;
-	json_t *f = tfields(o->t);
+	json_t *f;
 
+	/* The state machine declines from prompting only: an offer refused
+	 * before any prompt (nobody logged on, agent gone) passes through. */
+	if (o->t->state == BK_TS_OFFERED)
+		(void)bk_ticket_transition(o->t, BK_TS_PROMPTING, bk_now());
+	f = tfields(o->t);
 	json_object_set_new(f, "reason", json_string(reason));
 	if (user != NULL)
 		json_object_set_new(f, "user", json_string(user));
@@ -1607,7 +1614,10 @@ bk_offers_helper_gone(struct bk_ctx *ctx, struct bk_peer *p)
 		o->refs++;
 		if (o->helper == p->conn) {
 			set_conn(&o->helper, NULL);
-			if (o->t->state != BK_TS_CONNECTED) {
+			/* A draining broker closes every connection: the
+			 * tickets must survive the restart, not be
+			 * cancelled by it. */
+			if (o->t->state != BK_TS_CONNECTED && !ctx->draining) {
 				f = tfields(o->t);
 				json_object_set_new(f, "state",
 				    json_string(
