@@ -45,7 +45,8 @@
 #define TLS_PRIO_SRV_PSK                                                       \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:+ECDHE-PSK:+DHE-PSK:+PSK:" \
 	"%SERVER_PRECEDENCE"
-#define TLS_PRIO_CLI_PSK \
+/* External PSK (expert tickets): TLS 1.3 only, no certificates at all. */
+#define TLS_PRIO_PSK_ONLY \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK"
 #define TLS_HS_TIMEOUT_MS 10000u
 #define TLS_HIGH_WATER (256u * 1024u)
@@ -217,7 +218,10 @@ rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
 		    ctx->psk_srv, psk_server_cb);
 	}
 	r = gnutls_priority_init(&ctx->prio,
-	    ctx->psk_srv != NULL ? TLS_PRIO_SRV_PSK : TLS_PRIO_CERT, &epos);
+	    ctx->psk_srv == NULL    ? TLS_PRIO_CERT
+	        : ctx->cert == NULL ? TLS_PRIO_PSK_ONLY
+	                            : TLS_PRIO_SRV_PSK,
+	    &epos);
 	if (r < 0) {
 		snprintf(err, errlen, "tls: priorities at '%s': %s",
 		    epos ? epos : "?", gnutls_strerror(r));
@@ -225,7 +229,7 @@ rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
 	}
 	if (o->role == RP_TLS_CLIENT) {
 		r = gnutls_priority_init(
-		    &ctx->prio_psk, TLS_PRIO_CLI_PSK, &epos);
+		    &ctx->prio_psk, TLS_PRIO_PSK_ONLY, &epos);
 		if (r < 0) {
 			snprintf(err, errlen, "tls: PSK priorities at '%s': %s",
 			    epos ? epos : "?", gnutls_strerror(r));
@@ -660,7 +664,14 @@ tls_handshake_done(struct rp_tls *t)
 			tls_flush_then_finish(t, RP_TLS_CLOSED_VERIFY, err);
 			return;
 		}
-	} else if (t->psk_cli == NULL) {
+	} else if (t->psk_cli != NULL) {
+		/* Only the ticket may authenticate this connection. */
+		if (gnutls_auth_get_type(t->s) != GNUTLS_CRD_PSK) {
+			tls_flush_then_finish(t, RP_TLS_CLOSED_VERIFY,
+			    "server did not use the PSK");
+			return;
+		}
+	} else {
 		/* Chain and host name were verified during the handshake. */
 		if (tls_peer_name(t, err, sizeof(err)) != 0) {
 			gnutls_alert_send(

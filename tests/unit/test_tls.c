@@ -652,6 +652,152 @@ START_TEST(bad_ctx_files)
 }
 END_TEST
 
+/* ---- external PSK (expert tickets) ------------------------------------ */
+
+static const unsigned char psk_key[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+    32};
+static int psk_lookups;
+
+static int
+psk_lookup(void *arg, const char *identity, unsigned char *key, size_t *keylen)
+{
+	psk_lookups++;
+	ck_assert_ptr_eq(arg, &psk_lookups);
+	if (strcmp(identity, "ticket-7f3a") != 0)
+		return -1;
+	ck_assert_uint_ge(*keylen, sizeof(psk_key));
+	memcpy(key, psk_key, sizeof(psk_key));
+	*keylen = sizeof(psk_key);
+	return 0;
+}
+
+/* A PSK-only server (no certificate: the helper's listener) and a client
+ * offering identity/key. */
+static void
+psk_pair(struct pair *p, const char *identity, const unsigned char *key)
+{
+	struct rp_tls_opts so = {0}, co = {0};
+	struct sockaddr_storage ss;
+	char err[512];
+	int sl;
+
+	memset(p, 0, sizeof(*p));
+	p->raw_fd = -1;
+	p->s.got = evbuffer_new();
+	p->c.got = evbuffer_new();
+	p->base = event_base_new();
+	so.role = RP_TLS_SERVER;
+	so.psk_lookup = psk_lookup;
+	so.psk_arg = &psk_lookups;
+	so.handshake_timeout_ms = 5000;
+	p->sctx = rp_tls_ctx_new(&so, err, sizeof(err));
+	ck_assert_msg(p->sctx != NULL, "server ctx: %s", err);
+	p->l = tl_listen(p->base, 0, accept_cb, p, &p->port);
+	ck_assert_ptr_nonnull(p->l);
+	co.role = RP_TLS_CLIENT;
+	p->cctx = rp_tls_ctx_new(&co, err, sizeof(err));
+	ck_assert_msg(p->cctx != NULL, "client ctx: %s", err);
+	sl = tl_loopback((struct sockaddr *)&ss, 0, p->port);
+	p->c.t = rp_tls_connect_psk(p->cctx, p->base, (struct sockaddr *)&ss,
+	    sl, identity, key, sizeof(psk_key), &cbs, &p->c);
+	ck_assert_ptr_nonnull(p->c.t);
+}
+
+START_TEST(psk_right_key)
+{
+	struct pair p;
+	char buf[8];
+
+	psk_lookups = 0;
+	psk_pair(&p, "ticket-7f3a", psk_key);
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	ck_assert_int_eq(p.s.ready, 1);
+	ck_assert_int_eq(p.c.ready, 1);
+	ck_assert_int_ge(psk_lookups, 1);
+	ck_assert_str_eq(p.s.version, "TLS1.3");
+	ck_assert_str_eq(p.s.psk_id, "ticket-7f3a");
+	ck_assert_str_eq(p.c.psk_id, "ticket-7f3a");
+	ck_assert_int_eq(p.s.has_peer_id, 0);
+	ck_assert_int_eq(p.c.has_peer_id, 0);
+	ck_assert_int_eq(rp_tls_write(p.c.t, "psk!\n", 5), 0);
+	p.s.consume_limit = 5;
+	ck_assert(tl_run_until(p.base, got_len, &p.s, 3000));
+	evbuffer_remove(p.s.got, buf, 5);
+	ck_assert(memcmp(buf, "psk!\n", 5) == 0);
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(psk_wrong_key)
+{
+	struct pair p;
+	unsigned char bad[32];
+
+	memcpy(bad, psk_key, sizeof(bad));
+	bad[31] ^= 0x01;
+	psk_lookups = 0;
+	psk_pair(&p, "ticket-7f3a", bad);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	ck_assert_int_ge(psk_lookups, 1);
+	ck_assert_int_eq(p.s.ready, 0);
+	ck_assert_int_eq(p.c.ready, 0);
+	ck_assert_int_ne(p.s.why, RP_TLS_CLOSED_LOCAL);
+	ck_assert_int_ne(p.c.why, RP_TLS_CLOSED_LOCAL);
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(psk_unknown_identity)
+{
+	struct pair p;
+
+	psk_pair(&p, "ticket-0000", psk_key);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	ck_assert_int_eq(p.s.ready, 0);
+	ck_assert_int_eq(p.c.ready, 0);
+	pair_free(&p);
+}
+END_TEST
+
+START_TEST(psk_server_refuses_certificates)
+{
+	struct pair p;
+	struct sockaddr_storage ss;
+	struct rp_tls_opts co = {0};
+	char err[512];
+	int sl;
+
+	/* A client without the ticket cannot fall back to certificates. */
+	psk_pair(&p, "ticket-7f3a", psk_key);
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	ck_assert_int_eq(p.c.ready, 1);
+	rp_tls_close(p.c.t);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	evbuffer_free(p.s.got);
+	evbuffer_free(p.c.got);
+	memset(&p.s, 0, sizeof(p.s));
+	memset(&p.c, 0, sizeof(p.c));
+	p.s.got = evbuffer_new();
+	p.c.got = evbuffer_new();
+	rp_tls_ctx_free(p.cctx);
+	co.role = RP_TLS_CLIENT;
+	co.ca_file = tl_path(pki, "ca.pem");
+	co.cert_file = tl_path(pki, "ws-042.pem");
+	co.key_file = tl_path(pki, "ws-042-key.pem");
+	p.cctx = rp_tls_ctx_new(&co, err, sizeof(err));
+	ck_assert_ptr_nonnull(p.cctx);
+	sl = tl_loopback((struct sockaddr *)&ss, 0, p.port);
+	p.c.t = rp_tls_connect(p.cctx, p.base, (struct sockaddr *)&ss, sl,
+	    "localhost", &cbs, &p.c);
+	ck_assert_ptr_nonnull(p.c.t);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	ck_assert_int_eq(p.s.ready, 0);
+	ck_assert_int_eq(p.c.ready, 0);
+	pair_free(&p);
+}
+END_TEST
+
 static Suite *
 tls_suite(void)
 {
@@ -681,6 +827,10 @@ tls_suite(void)
 	tcase_add_test(tc, close_during_handshake);
 	tcase_add_test(tc, connect_refused);
 	tcase_add_test(tc, bad_ctx_files);
+	tcase_add_test(tc, psk_right_key);
+	tcase_add_test(tc, psk_wrong_key);
+	tcase_add_test(tc, psk_unknown_identity);
+	tcase_add_test(tc, psk_server_refuses_certificates);
 	suite_add_tcase(s, tc);
 	return s;
 }
