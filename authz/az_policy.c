@@ -1332,6 +1332,15 @@ az_policy_load_file(const char *path, char *err, size_t errlen)
 		fclose(f);
 		return NULL;
 	}
+	if (st.st_mode & S_IWOTH) {
+		/* Anyone could grant themselves control of every machine. */
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen,
+			    "%s: writable by others, refusing it (chmod o-w)",
+			    path);
+		fclose(f);
+		return NULL;
+	}
 	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
 		if (err != NULL && errlen > 0)
 			snprintf(err, errlen, "%s: out of memory", path);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "az_policy.h"
@@ -383,6 +384,15 @@ START_TEST(test_load_file)
 	    "allow control user \"CORP\\alice\" on all (%s:3)", path);
 	ck_assert_str_eq(d.rule_text, want);
 	ck_assert_uint_eq(d.max_ticket_s, 7200);
+	az_policy_free(p);
+
+	/* A policy anyone may write is refused. */
+	ck_assert_int_eq(chmod(path, 0666), 0);
+	ck_assert_ptr_null(az_policy_load_file(path, err, sizeof(err)));
+	ck_assert_ptr_nonnull(strstr(err, "writable by others"));
+	ck_assert_int_eq(chmod(path, 0664), 0);
+	p = az_policy_load_file(path, err, sizeof(err));
+	ck_assert_msg(p != NULL, "%s", err);
 	az_policy_free(p);
 
 	/* An error in a file names the file. */
