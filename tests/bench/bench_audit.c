@@ -5,6 +5,8 @@
  *
  * usage: bench_audit [DIR] [N]      benchmark in DIR ($TMPDIR or /tmp)
  *        bench_audit --gen FILE N   append N varied events to FILE
+ *        bench_audit --gen-rotated FILE N   N events, rotate to FILE.1,
+ *                                   reopen, N more (audit_continued)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,10 +71,14 @@ event(struct bk_audit *a, int i)
 	}
 }
 
+/*
+ * Appends n events to path. With rotate, then moves path to path.1 (as
+ * logrotate does), reopens (as on SIGHUP) and appends n more.
+ */
 static int
-gen(const char *path, int n)
+gen(const char *path, int n, int rotate)
 {
-	char err[512];
+	char err[512], old[4200];
 	struct bk_audit *a = bk_audit_open(path, 0, err, sizeof(err));
 
 	if (a == NULL) {
@@ -83,6 +89,17 @@ gen(const char *path, int n)
 	for (int i = 0; i < n; i++)
 		if (event(a, i) != RP_OK)
 			return 1;
+	if (rotate) {
+		snprintf(old, sizeof(old), "%s.1", path);
+		if (rename(path, old) == -1 ||
+		    bk_audit_reopen(a, err, sizeof(err)) == -1) {
+			fprintf(stderr, "bench_audit: rotate: %s\n", err);
+			return 1;
+		}
+		for (int i = 0; i < n; i++)
+			if (event(a, n + i) != RP_OK)
+				return 1;
+	}
 	bk_audit_close(a);
 	return 0;
 }
@@ -152,7 +169,9 @@ main(int argc, char **argv)
 
 	log_init("bench_audit", LOG_LVL_WARN, 0);
 	if (argc == 4 && strcmp(argv[1], "--gen") == 0)
-		return gen(argv[2], atoi(argv[3]));
+		return gen(argv[2], atoi(argv[3]), 0);
+	if (argc == 4 && strcmp(argv[1], "--gen-rotated") == 0)
+		return gen(argv[2], atoi(argv[3]), 1);
 	dir = argc > 1 ? argv[1] : getenv("TMPDIR");
 	n = argc > 2 ? atoi(argv[2]) : 2000;
 	if (dir == NULL)
