@@ -847,6 +847,8 @@ bk_audit_write(struct bk_audit *a, enum bk_audit_event ev, json_t *fields)
 		return RP_ERR_AUDIT_UNAVAILABLE;
 	}
 	if (fields != NULL && !json_is_object(fields)) {
+		log_warnx("audit: %s: fields are not an object, dropped",
+		    bk_audit_event_name(ev));
 		json_decref(fields);
 		fields = NULL;
 	}
