@@ -448,8 +448,7 @@ normalise_mechs(const char *in, char *err, size_t errlen)
 		}
 		if (!valid_mech_name(p, l)) {
 			set_err(err, errlen,
-			    "invalid SASL mechanism name "
-			    "\"%.*s\"",
+			    "invalid SASL mechanism name \"%.*s\"",
 			    (int)(l > 40 ? 40 : l), p);
 			free(out);
 			return NULL;
@@ -459,8 +458,8 @@ normalise_mechs(const char *in, char *err, size_t errlen)
 		name[l] = '\0';
 		if (!mech_known(name)) {
 			set_err(err, errlen,
-			    "SASL mechanism %s is not "
-			    "supported (supported: PLAIN EXTERNAL)",
+			    "SASL mechanism %s is not supported (supported: "
+			    "PLAIN EXTERNAL)",
 			    name);
 			free(out);
 			return NULL;
@@ -518,10 +517,19 @@ az_sasl_new(struct az_dir *dir, const struct az_sasl_config *c, char *err,
 		set_err(err, errlen, "SASL plugin directory name too long");
 		return NULL;
 	}
-	if (c->plugin_dir != NULL && once_plugin_dir[0] == '\0')
+	/* Cyrus's plugins are process-wide: the first call decides. */
+	if (c->plugin_dir != NULL && cyrus_rc == SASL_NOTINIT)
 		snprintf(once_plugin_dir, sizeof(once_plugin_dir), "%s",
 		    c->plugin_dir);
 	pthread_once(&cyrus_once, cyrus_init);
+	if (c->plugin_dir != NULL &&
+	    strcmp(c->plugin_dir, cyrus_plugin_dir) != 0) {
+		set_err(err, errlen,
+		    "SASL plugins were already loaded from %s (one plugin "
+		    "directory per process)",
+		    cyrus_plugin_dir);
+		return NULL;
+	}
 	if (cyrus_rc != SASL_OK) {
 		set_err(err, errlen, "Cyrus SASL initialisation failed: %s",
 		    sasl_errstring(cyrus_rc, NULL, NULL));
@@ -566,8 +574,8 @@ az_sasl_new(struct az_dir *dir, const struct az_sasl_config *c, char *err,
 		snprintf(name, sizeof(name), "%.*s", (int)l, p);
 		if (!in_list(offered, name)) {
 			set_err(err, errlen,
-			    "SASL mechanism %s is not "
-			    "available: Cyrus plugin not found in %s",
+			    "SASL mechanism %s is not available: Cyrus "
+			    "plugin not found in %s",
 			    name, cyrus_plugin_dir);
 			free(offered);
 			offered = NULL;
@@ -913,8 +921,8 @@ submit(struct az_sasl_sess *ss, int is_start, const unsigned char *in,
 	 * submit: from then on the job belongs to the worker). */
 	j->sasl_rc = SASL_NOTDONE;
 	j->code = RP_ERR_CLOSED;
-	if (ss->s->dir == NULL)
-		rc = RP_ERR_DIRECTORY_UNAVAILABLE;
+	if (ss->s->dir == NULL || ss->s->freed)
+		rc = RP_ERR_DIRECTORY_UNAVAILABLE; /* none, or shutting down */
 	else
 		rc = az_dir_submit(ss->s->dir, job_run, job_done, ss);
 	if (rc != 0) {
@@ -946,6 +954,9 @@ az_sasl_start(struct az_sasl_sess *ss, const char *mech,
 		    ss, RP_ERR_WRONG_STATE, 0, "already authenticated");
 	if (ss->state == SS_EXCH) /* the client aborts and starts again */
 		sess_reset(ss);
+	if (ss->conn == NULL && sess_conn_new(ss) != 0)
+		return refuse(ss, RP_ERR_INTERNAL, 0, "%s",
+		    rp_err_message(RP_ERR_INTERNAL));
 	mlen = mech != NULL ? strlen(mech) : 0;
 	if (!valid_mech_name(mech != NULL ? mech : "", mlen))
 		return refuse(

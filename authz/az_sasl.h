@@ -42,7 +42,8 @@ struct az_sasl_config {
 	                           and EXTERNAL (names go to the directory as
 	                           typed: DOMAIN\user, user@realm, user) */
 	unsigned max_steps;     /* start + steps per exchange; 0 -> 8 */
-	const char *plugin_dir; /* NULL: the system's Cyrus plugin dir */
+	const char *plugin_dir; /* NULL: next to libsasl2 (never $SASL_PATH);
+	                           process-wide: the first az_sasl_new sets it */
 };
 
 /* Payload limits: decoded initial response / response, and base64 text. */
