@@ -726,6 +726,10 @@ START_TEST(test_missing_plugin)
 		ck_assert_msg(s != NULL, "%s", err);
 		az_sasl_free(s);
 	}
+	/* Plugins are process-wide: another directory is refused. */
+	c.plugin_dir = "/nonexistent/sasl2";
+	ck_assert_ptr_null(az_sasl_new(NULL, &c, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "already loaded from") != NULL, "%s", err);
 	rmdir(dir);
 }
 END_TEST
