@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,8 @@ static const struct cfg_key dir_keys[] = {
     {"upn_filter", T_FILTER, D(upn_filter), 0, 0},
     {"computer_filter", T_FILTER, D(computer_filter), 0, 0},
     {"group_name_attr", T_STR, D(group_name_attr), 0, 0},
+    {"group_member_attr", T_STR, D(group_member_attr), 0, 0},
+    {"user_name_attr", T_STR, D(user_name_attr), 0, 0},
     {"group_strategy", T_GROUPS, D(group_strategy), 0, 0},
     {"group_max_depth", T_UINT, D(group_max_depth), 1, 64},
     {"cache_ttl", T_SECS, D(cache_ttl_s), 0, 86400},
@@ -981,6 +984,12 @@ load(struct pctx *p, char *err, size_t errlen)
 	p->c = c;
 	defaults(c);
 	c->path = strdup(p->name);
+	/* Debian's inih makes its line buffer a run-time setting: a heap
+	 * buffer big enough for our own limit (the reader enforces it). */
+	ini_use_stack = false;
+	ini_allow_realloc = false;
+	ini_initial_alloc = CFG_LINE_MAX + 3;
+	ini_max_line = CFG_LINE_MAX + 3;
 	rc = ini_parse_stream(rd_line, p, on_kv, p);
 	if (rc == -2)
 		perr(p, 0, "out of memory");
