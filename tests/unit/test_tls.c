@@ -416,6 +416,63 @@ START_TEST(helper_cn_identity)
 }
 END_TEST
 
+/* Issues a client certificate from the test CA with a template of our own
+ * (names mkpki.sh does not make). */
+static void
+issue_cert(const char *name, const char *tmpl)
+{
+	char cmd[4096], path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s.tmpl", pki, name);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f,
+	    "%s\nserial = 4242\nexpiration_days = 2\nsigning_key\n"
+	    "tls_www_client\n",
+	    tmpl);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd),
+	    "cd '%s' && certtool --generate-privkey --key-type=ecdsa "
+	    "--curve=secp256r1 --outfile %s-key.pem 2>/dev/null && "
+	    "certtool --generate-certificate --load-privkey %s-key.pem "
+	    "--load-ca-certificate ca.pem --load-ca-privkey ca-key.pem "
+	    "--template %s.tmpl --outfile %s.pem >/dev/null 2>&1",
+	    pki, name, name, name, name);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(unusable_names_refused)
+{
+	static const struct {
+		const char *name, *tmpl, *want;
+	} cases[] = {
+	    {"bad-cn", "cn = \"ws 042; rm -rf\"", "unusable CN"},
+	    {"bad-san",
+	        "cn = \"ok.corp.example\"\ndns_name = \"*.corp.example\"",
+	        "unusable dNSName"},
+	    {"no-name",
+	        "organization = \"nameless\"\nemail = \"x@corp.example\"",
+	        "neither dNSName nor CN"},
+	    {"utf8-cn", "cn = \"ws-\xc3\xa9.corp.example\"", "unusable CN"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct pair p;
+
+		issue_cert(cases[i].name, cases[i].tmpl);
+		pair_init(&p, RP_TLS_CLIENT_CERT_REQUIRE, 5000, 0);
+		pair_client(&p, cases[i].name, "localhost", 0);
+		ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+		ck_assert_int_eq(p.s.ready, 0);
+		ck_assert_int_eq(p.s.why, RP_TLS_CLOSED_VERIFY);
+		ck_assert_msg(strstr(p.s.msg, cases[i].want) != NULL, "%s: %s",
+		    cases[i].name, p.s.msg);
+		pair_free(&p);
+	}
+}
+END_TEST
+
 static int
 server_closed(void *arg)
 {
@@ -818,6 +875,7 @@ tls_suite(void)
 	tcase_add_test(tc, cn_only_identity);
 	tcase_add_test(tc, san_identity_request);
 	tcase_add_test(tc, helper_cn_identity);
+	tcase_add_test(tc, unusable_names_refused);
 	tcase_add_test(tc, silent_client_timeout);
 	tcase_add_test(tc, half_hello_timeout);
 	tcase_add_test(tc, garbage_client);
