@@ -131,6 +131,8 @@ conn_free(struct rp_conn *c)
 {
 	/* Only reachable once the transport reference is gone, i.e. after
 	 * rp_conn_closed or rp_conn_detach, which emptied the call list. */
+	if (!LIST_EMPTY(&c->calls))
+		fatalx("rp_conn freed with calls pending");
 	free(c->close_why);
 	free(c);
 }
@@ -385,9 +387,10 @@ rp_conn_call(struct rp_conn *c, const char *method, json_t *params,
 		k->id = c->next_id++;
 		if (c->next_id > INT32_MAX)
 			c->next_id = 1;
-		LIST_FOREACH(o, &c->calls, entry)
-		if (o->id == k->id)
-			break;
+		for (o = LIST_FIRST(&c->calls); o != NULL;
+		     o = LIST_NEXT(o, entry))
+			if (o->id == k->id)
+				break;
 	} while (o != NULL);
 	k->conn = c;
 	k->cb = cb;
@@ -815,9 +818,10 @@ conn_response(struct rp_conn *c, struct rp_msg *m)
 	if (json_is_integer(m->id)) {
 		json_int_t v = json_integer_value(m->id);
 
-		LIST_FOREACH(k, &c->calls, entry)
-		if ((json_int_t)k->id == v)
-			break;
+		for (k = LIST_FIRST(&c->calls); k != NULL;
+		     k = LIST_NEXT(k, entry))
+			if ((json_int_t)k->id == v)
+				break;
 	}
 	if (k == NULL) {
 		char text[96];
@@ -831,9 +835,12 @@ conn_response(struct rp_conn *c, struct rp_msg *m)
 			    "response to an unknown id ignored");
 		log_info("%s: %s",
 		    rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : "conn", text);
-		conn_protocol_error(c, RP_ERR_NOT_FOUND, text);
+		/* Not answered, but counted: a peer flooding us with stray
+		 * responses is closed like any other bad peer. */
+		conn_reject(c, 0, NULL, RP_ERR_NOT_FOUND, text);
 		return;
 	}
+	c->bad_lines = 0;
 	call_unlink(c, k);
 	cb = k->cb;
 	arg = k->arg;
@@ -933,7 +940,6 @@ conn_line(struct rp_conn *c, const char *line, size_t len)
 	switch (m.kind) {
 	case RP_MSG_RESULT:
 	case RP_MSG_ERROR:
-		c->bad_lines = 0;
 		conn_response(c, &m);
 		break;
 	case RP_MSG_REQUEST:

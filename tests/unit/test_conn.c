@@ -1020,6 +1020,43 @@ START_TEST(test_cancel_calls)
 }
 END_TEST
 
+/* Stray responses are not answered but count as bad lines; a response
+ * that matches a call resets the count. */
+START_TEST(test_stray_responses_close)
+{
+	struct reply_rec rec = {0};
+	json_t *req;
+	char line[512];
+
+	rp_conn_unref(conn);
+	bufferevent_free(peer);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	n_close = 0;
+	make_conn(3, 0);
+	ck_assert_int_eq(rp_conn_call(conn, "m", NULL, 0, reply_cb, &rec), 0);
+	req = peer_recv();
+	snprintf(line, sizeof(line),
+	    "{\"jsonrpc\":\"2.0\",\"id\":1000,\"result\":1}\n"
+	    "{\"jsonrpc\":\"2.0\",\"id\":1001,\"result\":1}\n"
+	    "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":1}\n"
+	    "{\"jsonrpc\":\"2.0\",\"id\":1002,\"result\":1}\n"
+	    "{\"jsonrpc\":\"2.0\",\"id\":1003,\"result\":1}\n",
+	    json_integer_value(json_object_get(req, "id")));
+	peer_send(line);
+	wait_rec = &rec;
+	ck_assert(run_until(rec_done, 2000));
+	ck_assert_int_eq(rec.code, 0);
+	run_until(never, 50);
+	ck_assert(rp_conn_is_open(conn)); /* 2, reset, 2: still open */
+	peer_send("{\"jsonrpc\":\"2.0\",\"id\":1004,\"result\":1}\n");
+	ck_assert(run_until(is_eof, 2000));
+	ck_assert_int_eq(n_close, 1);
+	ck_assert(!have_line()); /* none of them was answered */
+	json_decref(req);
+	json_decref(rec.result);
+}
+END_TEST
+
 START_TEST(test_call_too_long)
 {
 	char *s = malloc(RP_LINE_MAX + 1);
@@ -1168,6 +1205,7 @@ conn_suite(void)
 	tcase_add_test(tc, test_pending_failed_on_peer_close);
 	tcase_add_test(tc, test_cancel_calls);
 	tcase_add_test(tc, test_call_too_long);
+	tcase_add_test(tc, test_stray_responses_close);
 	tcase_add_test(tc, test_methods_check);
 	tcase_add_test(tc, test_broken_spec_internal_error);
 	tcase_add_test(tc, test_state_names);
