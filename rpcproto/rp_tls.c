@@ -1271,6 +1271,20 @@ rp_tls_peer_addr(const struct rp_tls *t)
 	return t->peer_addr;
 }
 
+int
+rp_tls_key_update(struct rp_tls *t)
+{
+	int r;
+
+	if (t == NULL || t->state != ST_OPEN ||
+	    gnutls_protocol_get_version(t->s) != GNUTLS_TLS1_3)
+		return -1;
+	do
+		r = gnutls_session_key_update(t->s, GNUTLS_KU_PEER);
+	while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+	return r == 0 ? 0 : -1;
+}
+
 void
 rp_tls_close(struct rp_tls *t)
 {

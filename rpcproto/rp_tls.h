@@ -129,6 +129,10 @@ const char *rp_tls_psk_id(const struct rp_tls *t);
 const char *rp_tls_version(const struct rp_tls *t);
 /* Peer address as text ("127.0.0.1:4433"), for logs and the audit trail. */
 const char *rp_tls_peer_addr(const struct rp_tls *t);
+/* TLS 1.3 KeyUpdate: new traffic keys for our direction and ask the peer
+ * to do the same (for long-lived connections). Returns 0, or -1 (not TLS
+ * 1.3, not open). */
+int rp_tls_key_update(struct rp_tls *t);
 /* Graceful close: close_notify, flush, then on_close(RP_TLS_CLOSED_LOCAL). */
 void rp_tls_close(struct rp_tls *t);
 

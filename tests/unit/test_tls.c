@@ -298,6 +298,87 @@ START_TEST(write_60k)
 }
 END_TEST
 
+START_TEST(key_update_mid_stream)
+{
+	struct pair p;
+	char buf[16];
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_NONE, NULL));
+	/* Data, a KeyUpdate (post-handshake message) and data under the new
+	 * key arrive in one read: all of it must be decrypted. */
+	ck_assert_int_eq(rp_tls_write(p.c.t, "a\n", 2), 0);
+	ck_assert_int_eq(rp_tls_key_update(p.c.t), 0);
+	ck_assert_int_eq(rp_tls_write(p.c.t, "b\n", 2), 0);
+	p.s.consume_limit = 4;
+	ck_assert(tl_run_until(p.base, got_len, &p.s, 3000));
+	evbuffer_remove(p.s.got, buf, 4);
+	ck_assert(memcmp(buf, "a\nb\n", 4) == 0);
+	/* The server answered with its own KeyUpdate; both directions go
+	 * on. */
+	ck_assert_int_eq(rp_tls_write(p.s.t, "c\n", 2), 0);
+	ck_assert_int_eq(rp_tls_key_update(p.s.t), 0);
+	ck_assert_int_eq(rp_tls_write(p.s.t, "d\n", 2), 0);
+	p.c.consume_limit = 4;
+	ck_assert(tl_run_until(p.base, got_len, &p.c, 3000));
+	evbuffer_remove(p.c.got, buf, 4);
+	ck_assert(memcmp(buf, "c\nd\n", 4) == 0);
+	ck_assert_int_eq(p.s.closes + p.c.closes, 0);
+	pair_free(&p);
+}
+END_TEST
+
+/* Callbacks that close or write from inside callbacks. */
+static void
+on_read_close(struct rp_tls *t, struct evbuffer *in, void *arg)
+{
+	struct end *e = arg;
+
+	e->reads++;
+	evbuffer_add_buffer(e->got, in);
+	ck_assert_int_eq(rp_tls_write(t, "bye\n", 4), 0);
+	rp_tls_close(t);
+	rp_tls_close(t); /* twice is harmless */
+	ck_assert_int_eq(rp_tls_write(t, "late\n", 5), -1);
+	ck_assert_int_eq(e->closes, 0); /* never from inside the call */
+}
+
+static void
+on_close_touch(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
+{
+	/* Still valid inside on_close. */
+	(void)rp_tls_peer_addr(t);
+	(void)rp_tls_peer_id(t);
+	rp_tls_close(t);
+	ck_assert_int_eq(rp_tls_write(t, "x", 1), -1);
+	on_close(t, why, msg, arg);
+}
+
+static const struct rp_tls_cbs close_cbs = {
+    on_ready, on_read_close, NULL, on_close_touch};
+
+START_TEST(close_from_callbacks)
+{
+	struct pair p;
+	char buf[8];
+
+	ck_assert(connect_ok(&p, RP_TLS_CLIENT_CERT_NONE, NULL));
+	rp_tls_set_cbs(p.s.t, &close_cbs, &p.s);
+	rp_tls_set_cbs(p.c.t, &close_cbs, &p.c);
+	ck_assert_int_eq(rp_tls_write(p.c.t, "hi\n", 3), 0);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	ck_assert_int_eq(p.s.closes, 1);
+	ck_assert_int_eq(p.c.closes, 1);
+	ck_assert_int_eq(p.s.why, RP_TLS_CLOSED_LOCAL);
+	/* The client got "bye" before the close_notify, then closed in its
+	 * own on_read. */
+	ck_assert_int_ge(evbuffer_get_length(p.c.got), 4);
+	evbuffer_remove(p.c.got, buf, 4);
+	ck_assert(memcmp(buf, "bye\n", 4) == 0);
+	pair_free(&p);
+}
+END_TEST
+
 START_TEST(wrong_host_name)
 {
 	struct pair p;
@@ -865,6 +946,8 @@ tls_suite(void)
 	tcase_add_test(tc, handshake_tls13);
 	tcase_add_test(tc, data_both_ways);
 	tcase_add_test(tc, write_60k);
+	tcase_add_test(tc, key_update_mid_stream);
+	tcase_add_test(tc, close_from_callbacks);
 	tcase_add_test(tc, wrong_host_name);
 	tcase_add_test(tc, ip_literal_host);
 	tcase_add_test(tc, rogue_client_refused);
