@@ -62,7 +62,7 @@ static const struct cfg_key broker_keys[] = {
     {"key", T_PATH, O(key), 0, 0},
     {"ca", T_PATH, O(ca), 0, 0},
     {"handshake_timeout", T_SECS, O(handshake_timeout_s), 1, 300},
-    {"keepalive", T_SECS, O(keepalive_s), 5, 3600},
+    {"keepalive", T_SECS, O(keepalive_s), 1, 3600},
     {"max_connections", T_UINT, O(max_connections), 1, 10000000},
     {"drain_timeout", T_SECS, O(drain_timeout_s), 0, 3600},
     {"login_timeout", T_SECS, O(login_timeout_s), 1, 3600},

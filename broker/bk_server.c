@@ -40,7 +40,7 @@
 #include "rp_log.h"
 #include "rp_tls.h"
 
-#define SWEEP_INTERVAL_S 5
+#define SWEEP_INTERVAL_S 5 /* at most; less with short limits */
 #define ACCEPT_PAUSE_S 1
 
 struct bk_server {
@@ -373,6 +373,11 @@ bk_server_start(struct bk_ctx *ctx, char *err, size_t errlen)
 	socklen_t sl = sizeof(ss);
 	struct timeval tv = {SWEEP_INTERVAL_S, 0};
 
+	/* The sweep must be finer than the limits it enforces. */
+	if ((unsigned)tv.tv_sec > c->keepalive_s)
+		tv.tv_sec = c->keepalive_s;
+	if ((unsigned)tv.tv_sec > c->login_timeout_s)
+		tv.tv_sec = c->login_timeout_s;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		snprintf(err, errlen, "out of memory");
