@@ -739,22 +739,19 @@ tls_process(struct rp_tls *t)
 			got_bye = 1;
 			break;
 		}
-		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
-			/* A partial record, or a post-handshake message
-			 * (NewSessionTicket, KeyUpdate): go on while the
-			 * input shrinks. */
-			if (evbuffer_get_length(cin) < before &&
-			    evbuffer_get_length(cin) > 0)
+		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED ||
+		    !gnutls_error_is_fatal((int)r)) {
+			/* A partial record, a post-handshake message
+			 * (NewSessionTicket, KeyUpdate), a warning alert, a
+			 * renegotiation request (refused): go on while the
+			 * input shrinks, so the loop always ends. */
+			if (r == GNUTLS_E_REHANDSHAKE)
+				gnutls_alert_send(t->s, GNUTLS_AL_WARNING,
+				    GNUTLS_A_NO_RENEGOTIATION);
+			if (evbuffer_get_length(cin) < before)
 				continue;
 			break;
 		}
-		if (r == GNUTLS_E_REHANDSHAKE) {
-			gnutls_alert_send(
-			    t->s, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
-			continue;
-		}
-		if (!gnutls_error_is_fatal((int)r))
-			continue;
 		if (r == GNUTLS_E_FATAL_ALERT_RECEIVED)
 			snprintf(msg, sizeof(msg), "peer sent alert: %s",
 			    gnutls_alert_get_name(gnutls_alert_get(t->s)));
