@@ -590,7 +590,7 @@ spec_compile(const char *spec, struct spec *sp, int all_optional, char *err,
 				snprintf(err, errlen,
 				    "key-less jansson form \"{s:...}\": write "
 				    "the keys inline, e.g. \"{name:s}\"");
-				return -1;
+				return -2;
 			}
 			if (sp->nkeys >= SPEC_MAX_KEYS ||
 			    nn + kl + 1 > sizeof(sp->names))
@@ -686,7 +686,8 @@ spec_unpack(json_t *v, json_error_t *e, const char *fmt, const char *const *k)
 /*
  * Checks params against a spec. Returns 0 if they match; 1 if not, with
  * jansson's text (prefixed by the member at fault when it can be told) in
- * err; -1 if the spec itself is broken (a bug in the method table).
+ * err; -1 if the spec itself is broken (a bug in the method table); 2 for
+ * the key-less jansson form, which cannot be checked (see dispatch).
  */
 static int
 spec_check(const char *spec, json_t *params, int all_optional, char *err,
@@ -695,14 +696,30 @@ spec_check(const char *spec, json_t *params, int all_optional, char *err,
 	struct spec sp;
 	json_error_t e;
 
-	if (spec_compile(spec, &sp, all_optional, err, errlen) != 0)
+	switch (spec_compile(spec, &sp, all_optional, err, errlen)) {
+	case 0:
+		break;
+	case -2:
+		return 2;
+	default:
 		return -1;
+	}
 	if (spec_unpack(params, &e, sp.fmt, sp.keys) == 0)
 		return 0;
 	if (json_error_code(&e) == json_error_invalid_format ||
 	    json_error_code(&e) == json_error_invalid_argument) {
 		snprintf(err, errlen, "%s", e.text);
 		return -1;
+	}
+	/* jansson stops at the first missing member, before it has read the
+	 * whole format: walk all of it once to tell our bug from theirs. */
+	if (!all_optional) {
+		json_t *empty = json_object();
+		int rc = spec_check(spec, empty, 1, err, errlen);
+
+		json_decref(empty);
+		if (rc < 0)
+			return rc;
 	}
 	/* Name the member at fault: check the top-level values one by one. */
 	for (int i = 0; json_is_object(params) && i < sp.ntop; i++) {
@@ -734,7 +751,7 @@ rp_methods_check(const struct rp_method *m, size_t n, char *err, size_t errlen)
 {
 	json_t *empty = json_object();
 	char why[160];
-	int rc = 0;
+	int rc = 0, sc;
 
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		if (m[i].name == NULL || m[i].handler == NULL ||
@@ -747,7 +764,9 @@ rp_methods_check(const struct rp_method *m, size_t n, char *err, size_t errlen)
 			snprintf(err, errlen, "method %s: %s", m[i].name, why);
 			rc = -1;
 		} else if (m[i].params != NULL &&
-		    spec_check(m[i].params, empty, 1, why, sizeof(why)) < 0) {
+		    ((sc = spec_check(
+		          m[i].params, empty, 1, why, sizeof(why))) < 0 ||
+		        sc == 2)) {
 			snprintf(err, errlen,
 			    "method %s: params spec \"%s\": %s", m[i].name,
 			    m[i].params, why);
@@ -895,8 +914,30 @@ dispatch(struct rp_conn *c, struct rp_msg *m)
 		conn_reject(c, is_req, m->id, RP_ERR_INTERNAL, "out of memory");
 		return;
 	}
-	if (meth->params != NULL &&
-	    (rc = spec_check(meth->params, params, 0, why, sizeof(why))) != 0) {
+	rc = meth->params != NULL
+	    ? spec_check(meth->params, params, 0, why, sizeof(why))
+	    : 0;
+	if (rc == 2) {
+		/* A key-less spec ("{s:s}") names no keys, so only the kind
+		 * of container can be checked. Say so once, loudly, and keep
+		 * serving: the handler still unpacks its params itself. */
+		static int warned;
+
+		if (!warned) {
+			warned = 1;
+			log_errx("method table: %s: params spec \"%s\": %s; "
+			         "only the container type is checked",
+			    m->method, meth->params, why);
+		}
+		rc = 0;
+		if ((meth->params[0] == '{' && !json_is_object(params)) ||
+		    (meth->params[0] == '[' && !json_is_array(params))) {
+			snprintf(why, sizeof(why), "Expected %s",
+			    meth->params[0] == '{' ? "an object" : "an array");
+			rc = 1;
+		}
+	}
+	if (rc != 0) {
 		if (rc < 0) {
 			/* Our bug, not the peer's: say so loudly and do not
 			 * count it against the peer. */

@@ -69,7 +69,9 @@ struct rp_method {
 	 * "{machine:s, mode:s, addresses?:[s]}" ("?" = optional member;
 	 * at most 16 keys). Checked with JSON_VALIDATE_ONLY; unknown members
 	 * are ignored unless the spec ends an object with '!'. NULL = any
-	 * object or array. The key-less form "{s:s}" is rejected. Note jansson's
+	 * object or array. The key-less form "{s:s}" cannot be checked: it
+	 * fails rp_methods_check, is logged once, and then only the container
+	 * type (object/array) is checked. Note jansson's
 	 * semantics: "[s]" checks the first element only; handlers check the
 	 * rest of a list themselves. */
 	const char *params;

@@ -1118,13 +1118,14 @@ END_TEST
 
 /* A broken spec is our bug: -32603, not counted against the peer. */
 static const struct rp_method broken_methods[] = {
-    {"broken", RP_ST_ANY, "{s:s}", 0, h_plain},
+    {"broken", RP_ST_ANY, "{a:q}", 0, h_plain},
+    {"legacy", RP_ST_ANY, "{s:s}", 0, h_plain},
 };
 
 START_TEST(test_broken_spec_internal_error)
 {
 	struct rp_conn_opts o = {
-	    .methods = broken_methods, .nmethods = 1, .cbs = &test_cbs};
+	    .methods = broken_methods, .nmethods = 2, .cbs = &test_cbs};
 
 	rp_conn_unref(conn);
 	bufferevent_free(peer);
@@ -1159,6 +1160,15 @@ START_TEST(test_broken_spec_internal_error)
 	check_error(peer_recv(), RP_ERR_INTERNAL, "1", "method table");
 	ck_assert(rp_conn_is_open(conn)); /* max_bad_lines (8) not hit */
 	ck_assert_int_eq(n_close, 0);
+	ck_assert_int_eq(n_handled, 0);
+	/* Key-less spec: only the container type can be checked. */
+	peer_send("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"legacy\","
+	          "\"params\":[1]}\n");
+	check_error(peer_recv(), RP_ERR_INVALID_PARAMS, "2", "an object");
+	peer_send("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"legacy\","
+	          "\"params\":{\"x\":1}}\n");
+	check_result_str(peer_recv(), "3", "ok");
+	ck_assert_int_eq(n_handled, 1);
 }
 END_TEST
 
