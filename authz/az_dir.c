@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,6 +91,8 @@ struct az_worker {
 	int closing;   /* az_dir_free is draining: fail at once */
 	int probing;   /* this worker holds the reconnect probe */
 	unsigned long long deadline_ms;
+	struct ldap_conncb conncb; /* socket timeouts, see on_conn_add */
+	unsigned long long io_deadline_ms; /* while connecting, else 0 */
 };
 
 struct az_dir {
@@ -712,6 +715,105 @@ simple_bind(struct az_worker *w, LDAP *ld, const char *dn, const char *pw,
 	return wait_result(w, ld, msgid, dbuf, dlen);
 }
 
+/*
+ * Bounding the TLS handshake. libldap 2.5 puts the socket back into
+ * blocking mode after the TCP connect, and its handshake loop has no
+ * deadline unless the handle is asynchronous: an ldaps:// server (or a
+ * StartTLS one) that accepted the connection but does not answer - stopped,
+ * overloaded - would hold the worker forever. So, once TCP is up (the
+ * connection callback below, run before any TLS byte):
+ *   - SO_RCVTIMEO/SO_SNDTIMEO make a stuck read or write return EAGAIN;
+ *   - a thin Sockbuf I/O layer under TLS turns that EAGAIN into ETIMEDOUT
+ *     once the connect deadline has passed, which gnutls treats as a hard
+ *     error, so the handshake fails instead of being retried.
+ * After the connect io_deadline_ms is 0 and the layer passes everything
+ * through; later reads happen only after poll() said data is there.
+ */
+static int
+dl_setup(Sockbuf_IO_Desc *sbiod, void *arg)
+{
+	sbiod->sbiod_pvt = arg;
+	return 0;
+}
+
+static int
+dl_remove(Sockbuf_IO_Desc *sbiod)
+{
+	(void)sbiod;
+	return 0;
+}
+
+static int
+dl_ctrl(Sockbuf_IO_Desc *sbiod, int opt, void *arg)
+{
+	return LBER_SBIOD_CTRL_NEXT(sbiod, opt, arg);
+}
+
+static int
+dl_timed_out(Sockbuf_IO_Desc *sbiod)
+{
+	struct az_worker *w = sbiod->sbiod_pvt;
+
+	return (errno == EAGAIN || errno == EWOULDBLOCK) &&
+	    w->io_deadline_ms != 0 && now_ms() >= w->io_deadline_ms;
+}
+
+static ber_slen_t
+dl_read(Sockbuf_IO_Desc *sbiod, void *buf, ber_len_t len)
+{
+	ber_slen_t n = LBER_SBIOD_READ_NEXT(sbiod, buf, len);
+
+	if (n < 0 && dl_timed_out(sbiod))
+		errno = ETIMEDOUT;
+	return n;
+}
+
+static ber_slen_t
+dl_write(Sockbuf_IO_Desc *sbiod, void *buf, ber_len_t len)
+{
+	ber_slen_t n = LBER_SBIOD_WRITE_NEXT(sbiod, buf, len);
+
+	if (n < 0 && dl_timed_out(sbiod))
+		errno = ETIMEDOUT;
+	return n;
+}
+
+static Sockbuf_IO deadline_io = {
+    dl_setup, dl_remove, dl_ctrl, dl_read, dl_write, NULL};
+
+static int
+on_conn_add(LDAP *ld, Sockbuf *sb, LDAPURLDesc *srv, struct sockaddr *addr,
+    struct ldap_conncb *ctx)
+{
+	struct az_worker *w = ctx->lc_arg;
+	long ms = left_ms(w);
+	struct timeval tv;
+	ber_socket_t fd;
+
+	(void)ld;
+	(void)srv;
+	(void)addr;
+	if (ms > (long)w->d->c.net_timeout_ms)
+		ms = (long)w->d->c.net_timeout_ms;
+	tv_ms(&tv, ms < 100 ? ms : ms / 4);
+	if (ber_sockbuf_ctrl(sb, LBER_SB_OPT_GET_FD, &fd) == 1 && fd >= 0) {
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
+	if (ber_sockbuf_add_io(
+	        sb, &deadline_io, LBER_SBIOD_LEVEL_TRANSPORT - 1, w) != 0)
+		return -1;
+	return 0;
+}
+
+static void
+on_conn_del(LDAP *ld, Sockbuf *sb, struct ldap_conncb *ctx)
+{
+	(void)ld;
+	(void)sb;
+	(void)ctx;
+}
+
 /* Opens a handle: options, TLS (ldaps:// or StartTLS that must succeed)
  * and, for the service handle, the service bind. Returns 0 or an rp_err. */
 static int
@@ -743,7 +845,11 @@ conn_open(
 		    ldap_err2string(rc));
 		return RP_ERR_CONFIG;
 	}
+	w->conncb.lc_add = on_conn_add;
+	w->conncb.lc_del = on_conn_del;
+	w->conncb.lc_arg = w;
 	if (ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &v3) ||
+	    ldap_set_option(ld, LDAP_OPT_CONNECT_CB, &w->conncb) ||
 	    ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF) ||
 	    ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &ntv) ||
 	    ldap_set_option(ld, LDAP_OPT_TIMEOUT, &otv) ||
@@ -757,6 +863,10 @@ conn_open(
 		ldap_unbind_ext_s(ld, NULL, NULL);
 		return RP_ERR_CONFIG;
 	}
+	w->io_deadline_ms = now_ms() +
+	    (unsigned long long)(left < (long)c->net_timeout_ms
+	            ? left
+	            : (long)c->net_timeout_ms);
 	if (c->starttls) {
 		rc = ldap_start_tls_s(ld, NULL, NULL);
 		if (rc != LDAP_SUCCESS) {
@@ -774,10 +884,12 @@ conn_open(
 			snprintf(msg, msglen,
 			    "directory %s: connect/TLS failed: %s%s", c->uri,
 			    ldap_err2string(rc), diag(ld, db, sizeof(db)));
+			w->io_deadline_ms = 0;
 			ldap_unbind_ext_s(ld, NULL, NULL);
 			return RP_ERR_DIRECTORY_UNAVAILABLE;
 		}
 	}
+	w->io_deadline_ms = 0;
 	if (bind_service) {
 		rc = simple_bind(
 		    w, ld, c->bind_dn, d->pw, d->pwlen, db, sizeof(db));

@@ -645,6 +645,49 @@ START_TEST(test_down_then_recover)
 }
 END_TEST
 
+/* A server that accepts connections but never answers (SIGSTOP): every
+ * request still gets its answer within op_timeout. */
+START_TEST(test_hung_server)
+{
+	struct tl_slapd s2;
+	struct fix f;
+	struct res r = {0};
+	unsigned long long t0, el;
+	int ok = 0;
+
+	ck_assert_int_eq(tl_slapd_start(NULL, &s2), 0);
+	conf(&f.c, &s2, _i);
+	f.c.op_timeout_ms = 1000;
+	f.c.net_timeout_ms = 500;
+	f.c.cache_max = 0;
+	fix_open(&f);
+	ck_assert_int_eq(pws(&f, "alice", "alice-pw", &r), 0);
+	ck_assert_int_eq(kill(s2.pid, SIGSTOP), 0);
+	for (int i = 0; i < 3; i++) {
+		t0 = now_ms();
+		ck_assert_int_eq(pws(&f, "alice", "alice-pw", &r),
+		    RP_ERR_DIRECTORY_UNAVAILABLE);
+		el = now_ms() - t0;
+		ck_assert_msg(
+		    el <= 1000 + 300, "answer after %llu ms: %s", el, r.msg);
+		usleep(300000); /* let the backoff expire now and then */
+	}
+	ck_assert_int_eq(kill(s2.pid, SIGCONT), 0);
+	t0 = now_ms();
+	while (now_ms() - t0 < 6000) {
+		if (pws(&f, "alice", "alice-pw", &r) == 0) {
+			ok = 1;
+			break;
+		}
+		usleep(100000);
+	}
+	ck_assert_msg(ok, "no recovery within 6 s: %s", r.msg);
+	res_clear(&r);
+	fix_close(&f);
+	tl_slapd_destroy(&s2);
+}
+END_TEST
+
 START_TEST(test_starttls_refused)
 {
 	struct tl_slapd s2;
@@ -859,6 +902,7 @@ dir_suite(void)
 	tcase_add_loop_test(tc, test_computers, 0, 2);
 	tcase_add_test(tc, test_group_change_after_ttl);
 	tcase_add_loop_test(tc, test_down_then_recover, 0, 2);
+	tcase_add_loop_test(tc, test_hung_server, 0, 2);
 	tcase_add_test(tc, test_starttls_refused);
 	tcase_add_loop_test(tc, test_wrong_ca, 0, 2);
 	tcase_add_test(tc, test_config_refused);
