@@ -113,6 +113,12 @@ size_t bk_agents_count(const struct bk_agents *a);
 int bk_agents_foreach(
     struct bk_agents *a, int (*fn)(struct bk_agent *ag, void *arg), void *arg);
 
+/* Raw registry access for unit tests and benchmarks: a registered record
+ * without a connection (NULL if the FQDN is present or out of memory), and
+ * its removal (frees it). The broker itself goes through agent.register. */
+struct bk_agent *bk_agents_add(struct bk_agents *a, const char *fqdn);
+void bk_agents_remove(struct bk_agents *a, struct bk_agent *ag);
+
 /* The agent's connection closed (bk_server.c calls it): if `ag` is still
  * that connection's agent, tell the offers, audit agent_offline, remove it
  * from the registry and free it. */

@@ -4,7 +4,7 @@
  * keepalive sweep, and machines.list for helpers.
  *
  * The registry is an open-addressing hash table (linear probing,
- * tombstones, FNV-1a on the lower-case FQDN) of pointers to struct
+ * tombstones, FNV-1a + fmix64 on the lower-case FQDN) of pointers to struct
  * bk_agent: 100,000 machines cost one pointer slot each plus the records,
  * and lookup is a hash and a short probe. A machine's record survives a
  * replacement: the new connection takes over the same struct bk_agent, so
@@ -56,6 +56,13 @@ fnv1a(const char *s)
 		h ^= (unsigned char)tolower((unsigned char)*s);
 		h *= 1099511628211ull;
 	}
+	/* FNV's low bits (the ones the mask keeps) mix poorly for names that
+	 * differ only in a few digits: finish with murmur3's fmix64. */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
 	return h;
 }
 
@@ -231,6 +238,33 @@ bk_agents_foreach(
 			return rc;
 	}
 	return 0;
+}
+
+struct bk_agent *
+bk_agents_add(struct bk_agents *a, const char *fqdn)
+{
+	struct bk_agent *ag;
+
+	if (bk_agents_find(a, fqdn) != NULL ||
+	    (ag = calloc(1, sizeof(*ag))) == NULL)
+		return NULL;
+	ag->fqdn = strdup(fqdn);
+	for (char *q = ag->fqdn; q && *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (ag->fqdn == NULL || agents_insert(a, ag) < 0) {
+		agent_free(ag);
+		return NULL;
+	}
+	ag->registered = 1;
+	ag->online_since = ag->last_seen = bk_now();
+	return ag;
+}
+
+void
+bk_agents_remove(struct bk_agents *a, struct bk_agent *ag)
+{
+	agents_remove(a, ag);
+	agent_free(ag);
 }
 
 /* --- validation of what the agent reports ------------------------------ */

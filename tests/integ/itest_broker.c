@@ -608,6 +608,100 @@ START_TEST(t_sigterm_drains)
 }
 END_TEST
 
+/* One sweep closes silent agents and connections that never log in. */
+START_TEST(t_keepalive_and_login_timeout)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_broker_opts o;
+	struct tl_client *a1, *a2, *idle;
+	json_t *res = NULL;
+	uint64_t end;
+
+	ck_assert(have_slapd);
+	memset(&o, 0, sizeof(o));
+	o.slapd = &slapd;
+	o.policy = policy_helpdesk;
+	o.keepalive_s = 1;
+	o.extra = "[broker]\nlogin_timeout = 2s\n";
+	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
+	ck_assert(tl_broker_start(&b) == 0);
+
+	idle = connect_as(base, &b, NULL);
+	a1 = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_call(a1, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), 5000,
+	        NULL),
+	    0);
+	ck_assert_int_eq(
+	    tl_client_call(a1, "agent.register",
+	        json_pack("{s:s}", "fqdn", "ws-042.corp.example"), 5000, &res),
+	    0);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(res, "keepalive")), 1);
+	json_decref(res);
+	a2 = connect_as(base, &b, "ws-043");
+	ck_assert_int_eq(
+	    tl_client_agent_login(a2, "ws-043.corp.example", NULL), 0);
+	/* a1 pings every 400 ms, a2 says nothing. */
+	end = tl_now_ms() + 6000;
+	while (tl_now_ms() < end && !tl_client_closed(a1)) {
+		ck_assert_int_eq(
+		    tl_client_call(a1, "ping", json_object(), 2000, NULL), 0);
+		tl_run_until(base, NULL, NULL, 400);
+	}
+	ck_assert_msg(!tl_client_closed(a1), "a pinging agent was closed");
+	ck_assert_msg(tl_client_closed(a2), "a silent agent stayed");
+	ck_assert_msg(tl_client_closed(idle), "no login, still connected");
+	ck_assert(tl_broker_wait_audit(&b, "keepalive timeout", 1, 1000));
+	ck_assert_int_eq(
+	    tl_broker_audit_count(&b, "ws-042.corp.example\",\"reason"), 0);
+	ck_assert(tl_broker_wait_log(&b, "no login within 2 s", 1, 1000));
+	tl_client_free(idle);
+	tl_client_free(a2);
+	tl_client_free(a1);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+/* SASL EXTERNAL: alice's client certificate maps to CORP\alice. */
+START_TEST(t_helper_external)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *c;
+	json_t *res = NULL;
+	int rc;
+
+	broker_up(&b, policy_helpdesk, 5);
+	c = connect_as(base, &b, "helper-alice");
+	ck_assert_int_eq(
+	    tl_client_call(c, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "helper"), 5000,
+	        &res),
+	    0);
+	ck_assert_str_eq(json_string_value(json_array_get(
+	                     json_object_get(res, "mechanisms"), 1)),
+	    "EXTERNAL");
+	json_decref(res);
+	rc = tl_client_call(c, "auth.start",
+	    json_pack("{s:s, s:s}", "mechanism", "EXTERNAL", "initial", ""),
+	    10000, &res);
+	ck_assert_msg(rc == 0, "EXTERNAL: %d %s", rc, json_dumps(res, 0));
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(res, "status")), "ok");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(res, "account")), "CORP\\alice");
+	json_decref(res);
+	ck_assert(tl_broker_wait_audit(&b, "\"mech\":\"EXTERNAL\"", 1, 2000));
+	tl_client_free(c);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *
 broker_suite(void)
 {
@@ -633,6 +727,8 @@ broker_suite(void)
 	tcase_add_test(tl, t_wrong_password);
 	tcase_add_test(tl, t_sighup_policy);
 	tcase_add_test(tl, t_sigterm_drains);
+	tcase_add_test(tl, t_keepalive_and_login_timeout);
+	tcase_add_test(tl, t_helper_external);
 	suite_add_tcase(s, tl);
 	return s;
 }

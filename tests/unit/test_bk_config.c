@@ -143,8 +143,8 @@ START_TEST(t_errors_name_lines)
 	expect_error("[broker]\nlisten = ::1:80\n", "t.conf:8: listen");
 	expect_error("[broker]\nlisten = 127.0.0.1:70000\n", "bad port");
 	expect_error("[brokr]\nx = 1\n", "t.conf:8: unknown section [brokr]");
-	expect_error("[broker]\nkeepalive = 1\n",
-	    "t.conf:8: keepalive: bad value \"1\": out of range 5s..3600s");
+	expect_error("[broker]\nkeepalive = 0\n",
+	    "t.conf:8: keepalive: bad value \"0\": out of range 1s..3600s");
 	expect_error("[broker]\nkeepalive = soon\n", "t.conf:8: keepalive");
 	expect_error(
 	    "[broker]\ncert = other\n", "t.conf:8: duplicate key \"cert\"");
@@ -238,6 +238,69 @@ START_TEST(t_file)
 }
 END_TEST
 
+#ifndef RABROKER_SOURCE_DIR
+#define RABROKER_SOURCE_DIR "."
+#endif
+
+/* The example in deploy/ uses only known keys with valid values, also
+ * with every commented default switched on. */
+START_TEST(t_example)
+{
+	char path[700], err[8192], *text, *out, *o;
+	const char *srcdir = getenv("RABROKER_SOURCE_DIR");
+	FILE *f;
+	long len;
+	struct bk_config *c;
+
+	snprintf(path, sizeof(path), "%s/deploy/rabrokerd.conf",
+	    srcdir ? srcdir : RABROKER_SOURCE_DIR);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	text = calloc(1, (size_t)len + 1);
+	ck_assert_int_eq(fread(text, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1) {
+			/* ";key = value" lines become settings. */
+			out = calloc(1, (size_t)len + 1);
+			o = out;
+			for (char *l = text; *l;) {
+				char *e = strchr(l, '\n');
+				size_t n = e ? (size_t)(e - l + 1) : strlen(l);
+				if (l[0] == ';' && l[1] >= 'a' && l[1] <= 'z' &&
+				    memchr(l, '=', n) != NULL &&
+				    strstr(l, " = ") != NULL) {
+					memcpy(o, l + 1, n - 1);
+					o += n - 1;
+				} else {
+					memcpy(o, l, n);
+					o += n;
+				}
+				l += n;
+			}
+			c = bk_config_load_string(
+			    "example", out, err, sizeof(err));
+			free(out);
+		} else {
+			c = bk_config_load_string(
+			    "example", text, err, sizeof(err));
+		}
+		/* The files it names do not exist here: only those errors. */
+		ck_assert_ptr_null(c);
+		ck_assert_msg(strstr(err, "unknown") == NULL &&
+		        strstr(err, "bad value") == NULL &&
+		        strstr(err, "duplicate") == NULL &&
+		        strstr(err, "expected") == NULL &&
+		        strstr(err, "/etc/rabroker/broker.pem") != NULL,
+		    "pass %d: %s", pass, err);
+	}
+	free(text);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -254,6 +317,7 @@ main(void)
 	tcase_add_test(tc, t_long_line);
 	tcase_add_test(tc, t_secret_modes);
 	tcase_add_test(tc, t_file);
+	tcase_add_test(tc, t_example);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
