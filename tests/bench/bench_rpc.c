@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -40,6 +41,19 @@ now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of this process (user + system), ns. */
+static uint64_t
+cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) *
+	    1000000000u +
+	    ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) *
+	    1000u;
 }
 
 static size_t
@@ -301,7 +315,7 @@ bench_conns(struct server *s, const char *label, size_t n, size_t limit,
     unsigned seconds)
 {
 	struct run r;
-	uint64_t t0, t_conn, t1, t2;
+	uint64_t t0, t_conn, t1, t2, c1, c2;
 	int ok = 0;
 
 	memset(&r, 0, sizeof(r));
@@ -335,16 +349,19 @@ bench_conns(struct server *s, const char *label, size_t n, size_t limit,
 	r.measuring = 1;
 	r.deadline = now_ns() + (uint64_t)seconds * 1000000000u;
 	t1 = now_ns();
+	c1 = cpu_ns();
 	for (size_t i = 0; i < n; i++)
 		issue(&r.cl[i]);
 	tl_run_until(s->base, measured_done, &r,
 	    seconds * 1000 + 15000); /* answers in flight get time */
 	t2 = now_ns();
+	c2 = cpu_ns();
 	qsort(r.lat, r.done, sizeof(*r.lat), cmp_u64);
-	printf("%-34s %6zu %8zu %10.0f %9.1f %9.1f %9.1f %10.1f\n", label, n,
-	    r.done, (double)r.done / ((double)(t2 - t1) / 1e9),
+	printf("%-32s %5zu %8zu %8.0f %8.1f %8.1f %8.1f %7.1f %8.1f\n", label,
+	    n, r.done, (double)r.done / ((double)(t2 - t1) / 1e9),
 	    pct_us(r.lat, r.done, 0.50), pct_us(r.lat, r.done, 0.99),
 	    r.done ? (double)r.lat[r.done - 1] / 1000.0 : 0.0,
+	    r.done ? (double)(c2 - c1) / 1000.0 / (double)r.done : 0.0,
 	    (double)t_conn / 1e6);
 	fflush(stdout);
 	if (r.errors)
@@ -553,14 +570,17 @@ main(int argc, char **argv)
 	printf("bench_rpc: JSON-RPC echo over TLS 1.3 on loopback, one "
 	       "process, one event loop\n");
 	printf("(client and server share the loop and the CPU; limits: %zu "
-	       "requests or %u s per row)\n\n",
+	       "requests or %u s per row;\n cpu us = process CPU time per "
+	       "request, both sides; setup = connect, handshake and a first "
+	       "call for all)\n\n",
 	    nreq, secs);
 	/* Memory first, while the process has not been through the busy
 	 * rows (freed-but-kept heap would hide RSS growth). */
 	if (nidle > 0 && bench_memory(&s, nidle) != 0)
 		return 1;
-	printf("%-34s %6s %8s %10s %9s %9s %9s %10s\n", "scenario", "conns",
-	    "requests", "req/s", "p50 us", "p99 us", "max us", "setup ms");
+	printf("%-32s %5s %8s %8s %8s %8s %8s %7s %8s\n", "scenario", "conns",
+	    "requests", "req/s", "p50 us", "p99 us", "max us", "cpu us",
+	    "setup ms");
 	if (bench_conns(&s, "(a) 1 conn, sequential", 1, nreq, secs) != 0)
 		return 1;
 	if (bench_conns(&s, "(b) many conns, sequential each", nconns, nreq * 5,
