@@ -55,6 +55,8 @@ struct bk_audit {
 	unsigned pending; /* lines written but not yet fdatasync'd */
 	uint64_t seq;
 	unsigned char hash[HASH_LEN];
+	bk_audit_observer_fn obs; /* metrics: sees every event */
+	void *obs_arg;
 };
 
 const char *
@@ -842,6 +844,9 @@ bk_audit_write(struct bk_audit *a, enum bk_audit_event ev, json_t *fields)
 	char *line;
 	size_t len;
 
+	if (a != NULL && a->obs != NULL &&
+	    (fields == NULL || json_is_object(fields)))
+		a->obs(a->obs_arg, ev, fields);
 	if (a == NULL || !a->ok || a->fd == -1) {
 		json_decref(fields);
 		return RP_ERR_AUDIT_UNAVAILABLE;
@@ -950,4 +955,13 @@ bk_audit_ticket_fields(const struct bk_ticket *t)
 	    t->helper ? t->helper : "", "helper_host",
 	    t->helper_host ? t->helper_host : "", "machine",
 	    t->machine ? t->machine : "", "mode", bk_ticket_mode_name(t->mode));
+}
+
+void
+bk_audit_set_observer(struct bk_audit *a, bk_audit_observer_fn fn, void *arg)
+{
+	if (a == NULL)
+		return;
+	a->obs = fn;
+	a->obs_arg = arg;
 }

@@ -135,6 +135,16 @@ void bk_audit_set_sync(struct bk_audit *a, int on);
  */
 #define BK_AUDIT_BULK_LINES 512
 int bk_audit_sync(struct bk_audit *a);
+/*
+ * An observer sees every event passed to bk_audit_write (fields borrowed,
+ * may be NULL), whether or not the line could be written: the metrics
+ * count offer outcomes and authentication failures from it. One observer
+ * per trail; fn NULL removes it.
+ */
+typedef void (*bk_audit_observer_fn)(
+    void *arg, enum bk_audit_event ev, const json_t *fields);
+void bk_audit_set_observer(
+    struct bk_audit *a, bk_audit_observer_fn fn, void *arg);
 /* seq of the last line written (0 for an empty trail). */
 uint64_t bk_audit_seq(const struct bk_audit *a);
 /* Hex SHA-256 of the last line (64 zeros for an empty trail). */
