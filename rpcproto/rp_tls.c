@@ -994,31 +994,35 @@ rp_tls_accept(struct rp_tls_ctx *ctx, struct event_base *base,
 	return t;
 }
 
+/* sa NULL: fd is an already connected stream (rp_tls_connect_psk_fd). */
 static struct rp_tls *
 tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
-    const struct sockaddr *sa, int salen, const char *host,
-    const char *identity, const unsigned char *key, size_t keylen,
-    const struct rp_tls_cbs *cbs, void *arg)
+    const struct sockaddr *sa, int salen, evutil_socket_t given,
+    const char *host, const char *identity, const unsigned char *key,
+    size_t keylen, const struct rp_tls_cbs *cbs, void *arg)
 {
 	struct rp_tls *t;
-	evutil_socket_t fd;
+	evutil_socket_t fd = given;
 	unsigned char tmp[sizeof(struct in6_addr)];
 	gnutls_datum_t k;
 	int r;
 
 	if (ctx->role != RP_TLS_CLIENT ||
-	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+	    (sa != NULL && sa->sa_family != AF_INET &&
+	        sa->sa_family != AF_INET6))
 		return NULL;
-	fd = socket(
-	    sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (sa != NULL)
+		fd = socket(sa->sa_family,
+		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
 	t = tls_new(ctx, base, fd, cbs, arg, identity != NULL);
 	if (t == NULL) {
-		close(fd);
+		if (sa != NULL)
+			close(fd);
 		return NULL;
 	}
-	t->peer_addr = tls_addr_text(sa);
+	t->peer_addr = sa != NULL ? tls_addr_text(sa) : strdup("stream");
 	if (identity != NULL) {
 		if (strlen(identity) == 0 ||
 		    strlen(identity) > TLS_PSK_ID_MAX || keylen == 0 ||
@@ -1047,7 +1051,7 @@ tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
 	}
 	/* Connect first (libevent then holds output until connected), then
 	 * queue the ClientHello. */
-	if (bufferevent_socket_connect(t->bev, sa, salen) != 0)
+	if (sa != NULL && bufferevent_socket_connect(t->bev, sa, salen) != 0)
 		goto fail;
 	r = gnutls_handshake(t->s);
 	if (r != GNUTLS_E_AGAIN && r != GNUTLS_E_INTERRUPTED)
@@ -1057,7 +1061,9 @@ tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
 fail:
 	event_free(t->hs_timer);
 	t->hs_timer = NULL;
-	bufferevent_free(t->bev); /* closes fd */
+	if (sa == NULL)
+		bufferevent_setfd(t->bev, -1); /* the caller keeps the fd */
+	bufferevent_free(t->bev);              /* closes fd */
 	t->bev = NULL;
 	tls_release(t);
 	return NULL;
@@ -1068,7 +1074,8 @@ rp_tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
     const struct sockaddr *sa, int salen, const char *host,
     const struct rp_tls_cbs *cbs, void *arg)
 {
-	return tls_connect(ctx, base, sa, salen, host, NULL, NULL, 0, cbs, arg);
+	return tls_connect(
+	    ctx, base, sa, salen, -1, host, NULL, NULL, 0, cbs, arg);
 }
 
 struct rp_tls *
@@ -1080,7 +1087,18 @@ rp_tls_connect_psk(struct rp_tls_ctx *ctx, struct event_base *base,
 	if (identity == NULL || key == NULL)
 		return NULL;
 	return tls_connect(
-	    ctx, base, sa, salen, NULL, identity, key, keylen, cbs, arg);
+	    ctx, base, sa, salen, -1, NULL, identity, key, keylen, cbs, arg);
+}
+
+struct rp_tls *
+rp_tls_connect_psk_fd(struct rp_tls_ctx *ctx, struct event_base *base,
+    evutil_socket_t fd, const char *identity, const unsigned char *key,
+    size_t keylen, const struct rp_tls_cbs *cbs, void *arg)
+{
+	if (identity == NULL || key == NULL || fd < 0)
+		return NULL;
+	return tls_connect(
+	    ctx, base, NULL, 0, fd, NULL, identity, key, keylen, cbs, arg);
 }
 
 /* ---- user calls ----------------------------------------------------- */

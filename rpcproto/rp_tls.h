@@ -110,6 +110,14 @@ struct rp_tls *rp_tls_connect_psk(struct rp_tls_ctx *ctx,
     const char *identity, const unsigned char *key, size_t keylen,
     const struct rp_tls_cbs *cbs, void *arg);
 
+/* Same over an already connected stream fd (e.g. one end of a socketpair
+ * spliced into a relay connection: TLS inside TLS). On success the
+ * connection owns fd; on NULL the caller still does. */
+struct rp_tls *rp_tls_connect_psk_fd(struct rp_tls_ctx *ctx,
+    struct event_base *base, evutil_socket_t fd, const char *identity,
+    const unsigned char *key, size_t keylen, const struct rp_tls_cbs *cbs,
+    void *arg);
+
 /* Encrypts and queues plaintext (before on_ready: kept and sent once the
  * handshake is done). Returns 0, or -1 if closing/closed. */
 int rp_tls_write(struct rp_tls *t, const void *buf, size_t len);
