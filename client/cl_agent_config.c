@@ -1,0 +1,500 @@
+/*
+ * cl_agent_config.c - raagent.conf, read with inih but strictly.
+ *
+ * inih's handler gets no line number in Debian's build, so lines come
+ * through our own reader, which counts them and refuses over-long ones or
+ * NUL bytes; the handler looks every key up in one table. Errors are
+ * collected as "FILE:LINE: why".
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+#include "cl_agent_config.h"
+#include "rp_log.h"
+
+#define CFG_LINE_MAX 1024
+#define CFG_MAX_SEEN 128
+
+struct pctx {
+	const char *name;
+	FILE *f;
+	const char *s;
+	unsigned line;
+	struct cl_agent_config *c;
+	char *err;
+	size_t errlen, errused;
+	int nerr;
+	char *seen[CFG_MAX_SEEN]; /* "section.key" of single keys */
+	size_t nseen;
+};
+
+static void perr(struct pctx *p, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+perr(struct pctx *p, unsigned line, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	int n;
+
+	p->nerr++;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (p->err == NULL || p->errused + 1 >= p->errlen)
+		return;
+	if (line > 0)
+		n = snprintf(p->err + p->errused, p->errlen - p->errused,
+		    "%s%s:%u: %s", p->errused ? "\n" : "", p->name, line, msg);
+	else
+		n = snprintf(p->err + p->errused, p->errlen - p->errused,
+		    "%s%s: %s", p->errused ? "\n" : "", p->name, msg);
+	if (n < 0)
+		return;
+	if ((size_t)n >= p->errlen - p->errused)
+		p->errused = p->errlen - 1;
+	else
+		p->errused += (size_t)n;
+}
+
+static int
+rd_getc(struct pctx *p)
+{
+	if (p->f != NULL)
+		return fgetc(p->f);
+	if (*p->s == '\0')
+		return EOF;
+	return (unsigned char)*p->s++;
+}
+
+static char *
+rd_line(char *str, int num, void *stream)
+{
+	struct pctx *p = stream;
+	size_t n = 0, cap = (size_t)num - 1;
+	int ch, bad = 0;
+
+	if (num < 3)
+		return NULL;
+	if (cap > CFG_LINE_MAX)
+		cap = CFG_LINE_MAX;
+	for (;;) {
+		ch = rd_getc(p);
+		if (ch == EOF) {
+			if (n == 0 && !bad)
+				return NULL;
+			break;
+		}
+		if (ch == '\0') {
+			bad = 2;
+			continue;
+		}
+		if (n + 1 < cap)
+			str[n++] = (char)ch;
+		else if (ch != '\n')
+			bad = bad ? bad : 1;
+		if (ch == '\n')
+			break;
+	}
+	str[n] = '\0';
+	p->line++;
+	if (bad) {
+		perr(p, p->line,
+		    bad == 2 ? "NUL byte in line"
+		             : "line too long (at most %d bytes)",
+		    CFG_LINE_MAX - 2);
+		str[0] = '\n';
+		str[1] = '\0';
+	}
+	return str;
+}
+
+int
+cl_split_hostport(const char *s, char **host, char **port)
+{
+	const char *colon;
+	size_t hl;
+
+	*host = *port = NULL;
+	if (s == NULL || *s == '\0')
+		return -1;
+	if (s[0] == '[') {
+		const char *e = strchr(s, ']');
+		if (e == NULL || e[1] != ':')
+			return -1;
+		hl = (size_t)(e - s - 1);
+		colon = e + 1;
+		s++;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL || strchr(s, ':') != colon)
+			return -1;
+		hl = (size_t)(colon - s);
+	}
+	if (hl == 0 || colon[1] == '\0' || strlen(colon + 1) > 5 ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+	    atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
+		return -1;
+	*host = strndup(s, hl);
+	*port = strdup(colon + 1);
+	if (*host == NULL || *port == NULL) {
+		free(*host);
+		free(*port);
+		*host = *port = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- value parsers ---------------------------------------------------- */
+
+static int
+v_str(struct pctx *p, const char *v, char **out)
+{
+	(void)p;
+	free(*out);
+	*out = strdup(v);
+	return *out == NULL ? -1 : 0;
+}
+
+static int
+v_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
+{
+	char *end;
+	unsigned long n;
+
+	if (*v < '0' || *v > '9')
+		return -1;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n < lo || n > hi)
+		return -1;
+	*out = (unsigned)n;
+	return 0;
+}
+
+static int
+v_bool(const char *v, int *out)
+{
+	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1"))
+		*out = 1;
+	else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0"))
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
+/* "USER KIND [locked|unlocked]" */
+static int
+v_session(struct pctx *p, const char *v)
+{
+	struct cl_static_session *s;
+	char buf[512], *tok[4], *save = NULL, *w;
+	int n = 0;
+
+	if (p->c->nstat >= CL_CFG_MAX_STATIC) {
+		perr(p, p->line, "more than %d static sessions",
+		    CL_CFG_MAX_STATIC);
+		return 0;
+	}
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (w = strtok_r(buf, " \t", &save); w != NULL && n < 4;
+	     w = strtok_r(NULL, " \t", &save))
+		tok[n++] = w;
+	if (n < 2 || n > 3 ||
+	    (strcmp(tok[1], "graphical") && strcmp(tok[1], "console") &&
+	        strcmp(tok[1], "remote")) ||
+	    (n == 3 && strcmp(tok[2], "locked") &&
+	        strcmp(tok[2], "unlocked"))) {
+		perr(p, p->line,
+		    "session: expected \"USER graphical|console|remote "
+		    "[locked|unlocked]\"");
+		return 0;
+	}
+	s = &p->c->stat[p->c->nstat++];
+	s->user = strdup(tok[0]);
+	s->kind = strdup(tok[1]);
+	s->locked = n == 3 && !strcmp(tok[2], "locked");
+	return s->user && s->kind ? 0 : -1;
+}
+
+/* ---- the key table ---------------------------------------------------- */
+
+static int
+on_kv(void *user, const char *section, const char *name, const char *value)
+{
+	struct pctx *p = user;
+	struct cl_agent_config *c = p->c;
+	char key[128];
+	unsigned u;
+
+	if (name == NULL || *name == '\0') {
+		if (strcmp(section, "agent") && strcmp(section, "sessions") &&
+		    strcmp(section, "prompt") && strcmp(section, "tunnel") &&
+		    strcmp(section, "log"))
+			perr(p, p->line, "unknown section [%s]", section);
+		return 1;
+	}
+	snprintf(key, sizeof(key), "%s.%s", section, name);
+	if (strcmp(key, "sessions.session") != 0) {
+		for (size_t i = 0; i < p->nseen; i++)
+			if (!strcmp(p->seen[i], key)) {
+				perr(p, p->line, "%s given twice in [%s]", name,
+				    section);
+				return 1;
+			}
+		if (p->nseen < CFG_MAX_SEEN)
+			p->seen[p->nseen++] = strdup(key);
+	}
+#define BAD(...)                               \
+	do {                                   \
+		perr(p, p->line, __VA_ARGS__); \
+		return 1;                      \
+	} while (0)
+	if (!strcmp(key, "agent.broker")) {
+		free(c->broker_host);
+		free(c->broker_port);
+		if (cl_split_hostport(
+		        value, &c->broker_host, &c->broker_port) != 0)
+			BAD("broker: expected host:port, got \"%s\"", value);
+	} else if (!strcmp(key, "agent.server_name"))
+		v_str(p, value, &c->server_name);
+	else if (!strcmp(key, "agent.ca"))
+		v_str(p, value, &c->ca);
+	else if (!strcmp(key, "agent.cert"))
+		v_str(p, value, &c->cert);
+	else if (!strcmp(key, "agent.key"))
+		v_str(p, value, &c->key);
+	else if (!strcmp(key, "agent.fqdn"))
+		v_str(p, value, &c->fqdn);
+	else if (!strcmp(key, "agent.state_dir"))
+		v_str(p, value, &c->state_dir);
+	else if (!strcmp(key, "agent.domain"))
+		v_str(p, value, &c->domain);
+	else if (!strcmp(key, "agent.backoff_base")) {
+		if (v_uint(value, 1, 3600, &u))
+			BAD("backoff_base: seconds 1..3600");
+		c->backoff_base_ms = u * 1000;
+	} else if (!strcmp(key, "agent.backoff_base_ms")) {
+		if (v_uint(value, 10, 3600000, &c->backoff_base_ms))
+			BAD("backoff_base_ms: milliseconds 10..3600000");
+	} else if (!strcmp(key, "agent.backoff_cap")) {
+		if (v_uint(value, 1, 3600, &u))
+			BAD("backoff_cap: seconds 1..3600");
+		c->backoff_cap_ms = u * 1000;
+	} else if (!strcmp(key, "agent.stable")) {
+		if (v_uint(value, 1, 86400, &c->stable_s))
+			BAD("stable: seconds 1..86400");
+	} else if (!strcmp(key, "sessions.source")) {
+		if (!strcmp(value, "logind"))
+			c->source = CL_SESS_LOGIND;
+		else if (!strcmp(value, "static"))
+			c->source = CL_SESS_STATIC;
+		else
+			BAD("source: logind or static, got \"%s\"", value);
+	} else if (!strcmp(key, "sessions.poll")) {
+		if (v_uint(value, 1, 3600, &c->poll_s))
+			BAD("poll: seconds 1..3600");
+	} else if (!strcmp(key, "sessions.session")) {
+		if (v_session(p, value) != 0)
+			BAD("out of memory");
+	} else if (!strcmp(key, "prompt.command")) {
+		if (!strcmp(value, "terminal"))
+			c->prompt = CL_PROMPT_TERMINAL;
+		else if (!strcmp(value, "graphical"))
+			c->prompt = CL_PROMPT_GRAPHICAL;
+		else if (!strncmp(value, "script:", 7) && value[7] == '/') {
+			c->prompt = CL_PROMPT_SCRIPT;
+			v_str(p, value + 7, &c->prompt_script);
+		} else
+			BAD("command: terminal, graphical or script:/PATH, "
+			    "got \"%s\"",
+			    value);
+	} else if (!strcmp(key, "prompt.timeout_margin")) {
+		if (v_uint(value, 0, 60, &c->prompt_margin_s))
+			BAD("timeout_margin: seconds 0..60");
+	} else if (!strcmp(key, "tunnel.target")) {
+		free(c->target_host);
+		free(c->target_port);
+		if (cl_split_hostport(
+		        value, &c->target_host, &c->target_port) != 0)
+			BAD("target: expected host:port, got \"%s\"", value);
+	} else if (!strcmp(key, "tunnel.protocol")) {
+		if (!strcmp(value, "rfb"))
+			c->protocol = CL_PROTO_RFB;
+		else if (!strcmp(value, "raw"))
+			c->protocol = CL_PROTO_RAW;
+		else
+			BAD("protocol: rfb or raw, got \"%s\"", value);
+	} else if (!strcmp(key, "tunnel.start_command")) {
+		if (value[0] != '/')
+			BAD("start_command: an absolute path");
+		v_str(p, value, &c->start_command);
+	} else if (!strcmp(key, "tunnel.connect_timeout")) {
+		if (v_uint(value, 1, 300, &c->connect_timeout_s))
+			BAD("connect_timeout: seconds 1..300");
+	} else if (!strcmp(key, "tunnel.relay")) {
+		if (v_bool(value, &c->relay))
+			BAD("relay: yes or no");
+	} else if (!strcmp(key, "log.level")) {
+		if ((c->log_level = log_level_parse(value)) < 0)
+			BAD("level: error, warn, info or debug");
+	} else if (!strcmp(key, "log.syslog")) {
+		if (v_bool(value, &c->log_syslog))
+			BAD("syslog: yes or no");
+	} else
+		BAD("unknown key %s in [%s]", name, section);
+#undef BAD
+	return 1;
+}
+
+static void
+defaults(struct cl_agent_config *c)
+{
+	c->backoff_base_ms = 1000;
+	c->backoff_cap_ms = 60000;
+	c->stable_s = 60;
+	c->source = CL_SESS_LOGIND;
+	c->poll_s = 5;
+	c->prompt = CL_PROMPT_TERMINAL;
+	c->prompt_margin_s = 2;
+	c->protocol = CL_PROTO_RFB;
+	c->connect_timeout_s = 30;
+	c->relay = 1;
+	c->log_level = LOG_LVL_INFO;
+}
+
+static void
+finish(struct pctx *p)
+{
+	struct cl_agent_config *c = p->c;
+
+	if (c->broker_host == NULL)
+		perr(p, 0, "[agent] broker is required");
+	if (c->ca == NULL)
+		perr(p, 0, "[agent] ca is required");
+	if (c->cert == NULL)
+		perr(p, 0, "[agent] cert is required");
+	if (c->key == NULL)
+		perr(p, 0, "[agent] key is required");
+	if (c->state_dir == NULL)
+		perr(p, 0, "[agent] state_dir is required");
+	if (c->backoff_cap_ms < c->backoff_base_ms)
+		perr(p, 0, "[agent] backoff_cap is below backoff_base");
+	if (c->server_name == NULL && c->broker_host != NULL)
+		c->server_name = strdup(c->broker_host);
+	if (c->target_host == NULL) {
+		c->target_host = strdup("127.0.0.1");
+		c->target_port = strdup("5900");
+	}
+	if (c->protocol == CL_PROTO_RAW && c->start_command == NULL)
+		perr(p, 0, "[tunnel] protocol = raw needs start_command");
+	if (c->source == CL_SESS_STATIC && c->nstat == 0)
+		log_info("%s: [sessions] source = static with no session: "
+		         "nobody is ever logged on",
+		    p->name);
+}
+
+static struct cl_agent_config *
+load(struct pctx *p, char *err, size_t errlen)
+{
+	struct cl_agent_config *c;
+
+	if (err && errlen)
+		err[0] = '\0';
+	p->err = err;
+	p->errlen = errlen;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	p->c = c;
+	defaults(c);
+	c->path = strdup(p->name);
+	ini_use_stack = false;
+	ini_allow_realloc = false;
+	ini_allow_multiline = false;
+	ini_initial_alloc = CFG_LINE_MAX + 3;
+	ini_max_line = CFG_LINE_MAX + 3;
+	ini_stop_on_first_error = false;
+	{
+		int rc = ini_parse_stream(rd_line, p, on_kv, p);
+		if (rc > 0 && (unsigned)rc != 0)
+			perr(p, (unsigned)rc, "syntax error");
+		else if (rc < 0)
+			perr(p, 0, "cannot read the file");
+	}
+	if (p->nerr == 0)
+		finish(p);
+	for (size_t i = 0; i < p->nseen; i++)
+		free(p->seen[i]);
+	if (p->nerr > 0) {
+		cl_agent_config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+struct cl_agent_config *
+cl_agent_config_load(const char *path, char *err, size_t errlen)
+{
+	struct pctx p;
+	struct cl_agent_config *c;
+
+	memset(&p, 0, sizeof(p));
+	p.name = path;
+	if ((p.f = fopen(path, "r")) == NULL) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	c = load(&p, err, errlen);
+	fclose(p.f);
+	return c;
+}
+
+struct cl_agent_config *
+cl_agent_config_parse(
+    const char *name, const char *text, char *err, size_t errlen)
+{
+	struct pctx p;
+
+	memset(&p, 0, sizeof(p));
+	p.name = name;
+	p.s = text;
+	return load(&p, err, errlen);
+}
+
+void
+cl_agent_config_free(struct cl_agent_config *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c->broker_host);
+	free(c->broker_port);
+	free(c->server_name);
+	free(c->ca);
+	free(c->cert);
+	free(c->key);
+	free(c->fqdn);
+	free(c->state_dir);
+	free(c->domain);
+	for (size_t i = 0; i < c->nstat; i++) {
+		free(c->stat[i].user);
+		free(c->stat[i].kind);
+	}
+	free(c->prompt_script);
+	free(c->target_host);
+	free(c->target_port);
+	free(c->start_command);
+	free(c);
+}
