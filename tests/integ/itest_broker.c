@@ -702,6 +702,103 @@ START_TEST(t_helper_external)
 }
 END_TEST
 
+/* Out of descriptors: accept pauses (no busy loop) and resumes. */
+START_TEST(t_emfile_pause)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_broker_opts o;
+	struct tl_client *c[64], *late;
+	int n = 0, i, fd[64], nfd = 0;
+	long cpu0, cpu1;
+	struct sockaddr_storage ss;
+	int sl;
+
+	memset(&o, 0, sizeof(o));
+	o.policy = policy_helpdesk;
+	o.nofile = 48;
+	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
+	ck_assert(tl_broker_start(&b) == 0);
+	ck_assert(tl_broker_wait_log(&b, "descriptor limit 48", 1, 1000));
+	/* Fill the broker's descriptor table with TLS clients... */
+	for (i = 0; i < 64; i++) {
+		c[n] =
+		    tl_client_connect(base, b.pki, b.port, NULL, 1500, NULL, 0);
+		if (c[n] == NULL)
+			break;
+		n++;
+	}
+	ck_assert_msg(n > 10 && n < 48, "%d connections accepted", n);
+	/* ...and the backlog with raw ones that stay pending. */
+	sl = tl_loopback((struct sockaddr *)&ss, 0, (uint16_t)b.port);
+	for (i = 0; i < 8; i++) {
+		fd[nfd] = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(fd[nfd], (struct sockaddr *)&ss, (socklen_t)sl) ==
+		    0)
+			nfd++;
+		else
+			close(fd[nfd]);
+	}
+	ck_assert(tl_broker_wait_log(&b, "pausing accept for 1 s", 1, 3000));
+	/* Paused, not spinning: under 300 ms of CPU in 2 s. */
+	cpu0 = tl_broker_cpu_ms(&b);
+	tl_run_until(base, NULL, NULL, 2000);
+	cpu1 = tl_broker_cpu_ms(&b);
+	ck_assert_msg(cpu1 - cpu0 < 300,
+	    "broker used %ld ms of CPU while "
+	    "out of descriptors",
+	    cpu1 - cpu0);
+	/* Free some: the broker accepts again. */
+	for (i = 0; i < nfd; i++)
+		close(fd[i]);
+	for (i = 0; i < n / 2; i++)
+		tl_client_free(c[i]);
+	tl_run_until(base, NULL, NULL, 1500);
+	late = tl_client_connect(base, b.pki, b.port, NULL, 4000, NULL, 0);
+	ck_assert_msg(late != NULL, "not accepting after descriptors freed");
+	ck_assert_int_eq(
+	    tl_client_call(late, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "helper"), 5000,
+	        NULL),
+	    0);
+	tl_client_free(late);
+	for (i = n / 2; i < n; i++)
+		tl_client_free(c[i]);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
+/* max_connections: the next one waits in the backlog until one closes. */
+START_TEST(t_max_connections)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_broker_opts o;
+	struct tl_client *c[3], *x;
+
+	memset(&o, 0, sizeof(o));
+	o.policy = policy_helpdesk;
+	o.extra = "[broker]\nmax_connections = 3\n";
+	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
+	ck_assert(tl_broker_start(&b) == 0);
+	for (int i = 0; i < 3; i++)
+		c[i] = connect_as(base, &b, NULL);
+	x = tl_client_connect(base, b.pki, b.port, NULL, 1000, NULL, 0);
+	ck_assert_msg(x == NULL, "a 4th connection was served");
+	ck_assert(
+	    tl_broker_wait_log(&b, "max_connections (3) reached", 1, 1000));
+	tl_client_free(c[0]);
+	x = tl_client_connect(base, b.pki, b.port, NULL, 3000, NULL, 0);
+	ck_assert_msg(x != NULL, "not accepting after a close");
+	tl_client_free(x);
+	tl_client_free(c[1]);
+	tl_client_free(c[2]);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *
 broker_suite(void)
 {
@@ -729,6 +826,8 @@ broker_suite(void)
 	tcase_add_test(tl, t_sigterm_drains);
 	tcase_add_test(tl, t_keepalive_and_login_timeout);
 	tcase_add_test(tl, t_helper_external);
+	tcase_add_test(tl, t_emfile_pause);
+	tcase_add_test(tl, t_max_connections);
 	suite_add_tcase(s, tl);
 	return s;
 }

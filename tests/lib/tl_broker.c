@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -157,6 +158,7 @@ tl_broker_setup(struct tl_broker *b, const struct tl_broker_opts *o)
 		fprintf(stderr, "tl_broker: cannot copy %s\n", src);
 		return -1;
 	}
+	b->nofile = o->nofile;
 	if ((b->port = tl_free_port()) == 0)
 		return -1;
 	if (tl_broker_write_policy(b, o->policy ? o->policy : "") < 0)
@@ -301,6 +303,10 @@ tl_broker_start(struct tl_broker *b)
 		}
 		/* Never outlive the test. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (b->nofile > 0) {
+			struct rlimit rl = {b->nofile, b->nofile};
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
 		execl(tl_broker_bin(), "rabrokerd", "-d", "-f", b->conf,
 		    (char *)NULL);
 		_exit(127);
@@ -325,6 +331,42 @@ tl_broker_start(struct tl_broker *b)
 	    START_TIMEOUT_MS);
 	tl_broker_stop(b, SIGKILL, 2000, NULL);
 	return -1;
+}
+
+long
+tl_broker_cpu_ms(const struct tl_broker *b)
+{
+	char path[64], buf[2048], *p;
+	unsigned long ut, st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)b->pid);
+	if (b->pid <= 0 || (f = fopen(path, "r")) == NULL)
+		return -1;
+	p = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	/* Fields after the command name (which may hold spaces). */
+	if (p == NULL || (p = strrchr(buf, ')')) == NULL ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+	        &ut, &st) != 2)
+		return -1;
+	return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+size_t
+tl_broker_rss(const struct tl_broker *b)
+{
+	char path[64];
+	unsigned long size, res;
+	FILE *f;
+	int n;
+
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)b->pid);
+	if (b->pid <= 0 || (f = fopen(path, "r")) == NULL)
+		return 0;
+	n = fscanf(f, "%lu %lu", &size, &res);
+	fclose(f);
+	return n == 2 ? res * (size_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
 int

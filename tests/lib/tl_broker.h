@@ -39,6 +39,8 @@ struct tl_broker {
 	char pki[600];    /* ca.pem, broker.pem, ws-042.pem ... */
 	char key[600];    /* copy of broker-key.pem, mode 0600 */
 	unsigned port;
+	unsigned
+	    nofile; /* RLIMIT_NOFILE of the child (soft = hard); 0: inherited */
 	pid_t pid;  /* 0 when not running */
 	int status; /* last exit status (waitpid) */
 };
@@ -51,6 +53,7 @@ struct tl_broker_opts {
 	unsigned drain_timeout_s;  /* 0: 5 */
 	unsigned prompt_timeout_s; /* 0: default */
 	const char *extra; /* raw INI appended at the end (more sections) */
+	unsigned nofile;   /* descriptor limit of the daemon; 0: inherited */
 };
 
 /* Makes the directory and files; picks a free port. 0 or -1 (stderr). */
@@ -82,6 +85,11 @@ int tl_broker_wait_log(
  * -1 if it had to be killed. */
 int tl_broker_run(
     const char *const *args, char *out, size_t outlen, unsigned timeout_ms);
+/* CPU time (user + system) the daemon has used, in milliseconds; -1 if
+ * unknown. */
+long tl_broker_cpu_ms(const struct tl_broker *b);
+/* Resident memory of the daemon in bytes (/proc/PID/statm); 0 if unknown. */
+size_t tl_broker_rss(const struct tl_broker *b);
 /* Path of the rabrokerd binary. */
 const char *tl_broker_bin(void);
 
