@@ -722,8 +722,11 @@ offer_consent(struct offer *o, const struct az_decision *d)
 		offer_accept(o, "(nobody)", 1);
 		return;
 	}
-	if (offer_move(o, BK_TS_PROMPTING, NULL, NULL) != RP_OK)
+	/* Not stored: offered and prompting mean the same after a restart
+	 * (timed out), and one write less per offer. */
+	if (bk_ticket_transition(o->t, BK_TS_PROMPTING, bk_now()) != RP_OK)
 		return;
+	tell_helper(o, NULL, NULL, NULL);
 	p = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "ticket", o->t->id,
 	    "helper", o->t->helper, "helper_host", o->t->helper_host, "mode",
 	    bk_ticket_mode_name(o->t->mode), "timeout",
