@@ -11,14 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * The code under test is compiled into the harness itself: libFuzzer's
- * coverage instrumentation (-fsanitize=fuzzer) is applied to the harness's
- * own sources only, and libauthz is built without it, so linking the
- * library would leave the fuzzer blind. The library's copy of these
- * symbols is then never pulled from the archive.
- */
-#include "../../authz/az_policy.c"
+#include "az_policy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
