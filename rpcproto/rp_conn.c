@@ -506,7 +506,12 @@ rp_conn_detach(struct rp_conn *c, struct evbuffer *leftover)
 		evbuffer_add_buffer(leftover, c->in);
 	rp_conn_ref(c);
 	c->state = RP_ST_RAW;
-	c->flags &= ~CF_PAUSED;
+	if (c->flags & CF_PAUSED) {
+		/* Hand the transport over reading, as it came to us. */
+		c->flags &= ~CF_PAUSED;
+		if (c->ops->set_reading != NULL)
+			c->ops->set_reading(c->io, 1);
+	}
 	conn_fail_calls(c, 1, NULL);
 	conn_drop_transport(c);
 	rp_conn_unref(c);

@@ -815,6 +815,33 @@ START_TEST(test_detach)
 }
 END_TEST
 
+/* Detach outside dispatch (the relay's first side) while input is on hold:
+ * unprocessed lines go to leftover and reading is switched back on. */
+START_TEST(test_detach_paused)
+{
+	static const char second[] =
+	    "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"req.only\"}\npartial";
+	char got[128];
+
+	tio->fake_pending = RP_CONN_OUT_HIGH + 1;
+	peer_send("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"req.only\"}\n");
+	peer_send(second);
+	check_result_str(peer_recv(), "1", "ok");
+	peer_expect_silence(50);
+	ck_assert_int_eq(tio->reading, 0);
+	ck_assert_ptr_null(rp_conn_detach(conn, leftover));
+	ck_assert_int_eq(tio->reading, 1);
+	ck_assert_uint_eq(evbuffer_get_length(leftover), sizeof(second) - 1);
+	evbuffer_copyout(leftover, got, sizeof(second) - 1);
+	ck_assert_int_eq(memcmp(got, second, sizeof(second) - 1), 0);
+	ck_assert_int_eq(n_handled, 1);
+	ck_assert_ptr_null(rp_conn_detach(conn, leftover)); /* once only */
+	bufferevent_free(tio->bev);
+	free(tio);
+	tio = NULL;
+}
+END_TEST
+
 /* ---- tests: outgoing calls --------------------------------------------- */
 
 struct reply_rec {
@@ -1209,6 +1236,7 @@ conn_suite(void)
 	tcase_add_test(tc, test_big_reply);
 	tcase_add_test(tc, test_backpressure);
 	tcase_add_test(tc, test_detach);
+	tcase_add_test(tc, test_detach_paused);
 	tcase_add_test(tc, test_call_timeout);
 	tcase_add_test(tc, test_call_correlation);
 	tcase_add_test(tc, test_pending_failed_on_close);
