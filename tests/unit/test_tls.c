@@ -3,6 +3,7 @@
  * client on loopback with certificates from tests/lib/mkpki.sh.
  */
 #include <check.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -769,6 +770,126 @@ START_TEST(connect_refused)
 }
 END_TEST
 
+/* Sanitizers replace malloc: mallinfo2 says nothing then. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TL_ASAN 1
+#endif
+#endif
+#ifndef TL_ASAN
+#define TL_ASAN 0
+#endif
+
+struct many {
+	struct pair *p;
+	struct end *s, *c;
+	size_t n, accepted;
+};
+
+static void
+many_accept(evutil_socket_t fd, void *arg)
+{
+	struct many *m = arg;
+	struct rp_tls *t;
+
+	if (m->accepted >= m->n) {
+		close(fd);
+		return;
+	}
+	t = rp_tls_accept(m->p->sctx, m->p->base, fd, &cbs, &m->s[m->accepted]);
+	ck_assert_ptr_nonnull(t);
+	m->s[m->accepted++].t = t;
+}
+
+static int
+many_ready(void *arg)
+{
+	struct many *m = arg;
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n; i++)
+		n += m->s[i].ready + m->c[i].ready;
+	return n == 2 * m->n;
+}
+
+static int
+many_closed(void *arg)
+{
+	struct many *m = arg;
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->n; i++)
+		n += m->s[i].closes + m->c[i].closes;
+	return n == 2 * m->n;
+}
+
+/* Goal: 100,000 connections per process at <= 20 KiB each. Heap bytes in
+ * use per idle connection (both ends here: server and client side of each
+ * pair) after a handshake and a little traffic. */
+START_TEST(idle_memory_per_connection)
+{
+	struct pair p;
+	struct many m;
+	struct sockaddr_storage ss;
+	size_t n = 200, before, after;
+	double per_side;
+	int sl;
+
+	if (TL_ASAN)
+		return;
+	pair_init(&p, RP_TLS_CLIENT_CERT_REQUIRE, 10000, 0);
+	pair_client(&p, "ws-042", "localhost", 0);
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	ck_assert(p.c.ready && p.s.ready); /* warm the libraries up */
+	tl_listen_free(p.l);
+	memset(&m, 0, sizeof(m));
+	m.p = &p;
+	m.n = n;
+	m.s = calloc(n, sizeof(*m.s));
+	m.c = calloc(n, sizeof(*m.c));
+	for (size_t i = 0; i < n; i++) {
+		m.s[i].got = evbuffer_new();
+		m.c[i].got = evbuffer_new();
+	}
+	p.l = tl_listen(p.base, 0, many_accept, &m, &p.port);
+	sl = tl_loopback((struct sockaddr *)&ss, 0, p.port);
+	before = mallinfo2().uordblks;
+	for (size_t i = 0; i < n; i++) {
+		m.c[i].t = rp_tls_connect(p.cctx, p.base,
+		    (struct sockaddr *)&ss, sl, "localhost", &cbs, &m.c[i]);
+		ck_assert_ptr_nonnull(m.c[i].t);
+		rp_tls_write(m.c[i].t, "hello\n", 6);
+	}
+	ck_assert(tl_run_until(p.base, many_ready, &m, 30000));
+	for (size_t i = 0; i < n; i++)
+		rp_tls_write(m.s[i].t, "hi\n", 3);
+	tl_run_until(p.base, NULL, NULL, 200);
+	/* What the test itself keeps per pair: the received bytes. */
+	for (size_t i = 0; i < n; i++) {
+		evbuffer_drain(m.s[i].got, evbuffer_get_length(m.s[i].got));
+		evbuffer_drain(m.c[i].got, evbuffer_get_length(m.c[i].got));
+	}
+	after = mallinfo2().uordblks;
+	per_side = ((double)after - (double)before) / (double)(2 * n);
+	fprintf(stderr, "idle_memory_per_connection: %.0f bytes per side\n",
+	    per_side);
+	ck_assert_msg(
+	    per_side < 20 * 1024, "%.0f bytes per connection", per_side);
+	for (size_t i = 0; i < n; i++)
+		rp_tls_close(m.c[i].t);
+	ck_assert(tl_run_until(p.base, many_closed, &m, 10000));
+	for (size_t i = 0; i < n; i++) {
+		evbuffer_free(m.s[i].got);
+		evbuffer_free(m.c[i].got);
+	}
+	free(m.s);
+	free(m.c);
+	pair_free(&p);
+}
+END_TEST
+
 START_TEST(bad_ctx_files)
 {
 	struct rp_tls_opts o = {0};
@@ -968,6 +1089,7 @@ tls_suite(void)
 	tcase_add_test(tc, close_during_handshake);
 	tcase_add_test(tc, connect_refused);
 	tcase_add_test(tc, bad_ctx_files);
+	tcase_add_test(tc, idle_memory_per_connection);
 	tcase_add_test(tc, psk_right_key);
 	tcase_add_test(tc, psk_wrong_key);
 	tcase_add_test(tc, psk_unknown_identity);
