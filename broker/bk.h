@@ -37,6 +37,8 @@ struct bk_config;
 struct bk_offers;    /* bk_offer.c's private state */
 struct bk_server;    /* bk_server.c's private state */
 struct bk_ratelimit; /* bk_session.c's private state */
+struct bk_metrics;   /* bk_metrics.c's private state */
+struct bk_control;   /* bk_control.c's private state */
 struct bk_relays;    /* bk_relay.c's private state */
 
 /* A logged-on session on a machine, as the agent reports it. */
@@ -102,6 +104,8 @@ struct bk_ctx {
 	struct bk_server *server;    /* bk_server.c */
 	struct bk_ratelimit *authrl; /* bk_session.c: auth failures */
 	const char *config_path;     /* for messages */
+	struct bk_metrics *metrics;  /* bk_metrics.c */
+	struct bk_control *control;  /* bk_control.c */
 };
 
 /* bk_agent.c: the registry of online machines. */

@@ -8,6 +8,7 @@
  * line before inih sees it; the handler then looks every key up in one
  * table per section. All errors are collected, each as "FILE:LINE: why".
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -43,6 +44,7 @@ enum cfg_type {
 	T_GROUPS,   /* memberof | inchain | walk */
 	T_STORE,    /* sqlite | memory */
 	T_FILTER,   /* LDAP filter with exactly one %s */
+	T_OPTSTR,   /* string, may be empty */
 };
 
 struct cfg_key {
@@ -115,6 +117,13 @@ static const struct cfg_key log_keys[] = {
     {"level", T_LOGLEVEL, O(log_level), 0, 0},
     {"syslog", T_BOOL, O(log_syslog), 0, 0},
 };
+static const struct cfg_key metrics_keys[] = {
+    {"listen", T_OPTSTR, O(metrics_listen), 0, 0},
+    {"allow_remote", T_BOOL, O(metrics_allow_remote), 0, 0},
+};
+static const struct cfg_key control_keys[] = {
+    {"socket", T_PATH, O(control_socket), 0, 0},
+};
 static const struct cfg_key relay_keys[] = {
     {"idle_timeout", T_SECS, O(relay_idle_timeout_s), 1, 86400},
     {"byte_budget", T_BYTES, O(relay_byte_budget), 0, 0},
@@ -135,6 +144,8 @@ static const struct cfg_section {
     {"audit", audit_keys, N(audit_keys)},
     {"log", log_keys, N(log_keys)},
     {"relay", relay_keys, N(relay_keys)},
+    {"metrics", metrics_keys, N(metrics_keys)},
+    {"control", control_keys, N(control_keys)},
 };
 
 struct seen {
@@ -524,6 +535,12 @@ set_value(struct pctx *p, const struct cfg_key *k, const char *v)
 		*dst = strdup(v);
 		return *dst ? 0 : -1;
 	}
+	case T_OPTSTR: {
+		char **dst = (char **)(base + k->off);
+		free(*dst);
+		*dst = strdup(v);
+		return *dst ? 0 : -1;
+	}
 	case T_UINT: {
 		unsigned long long n;
 		const char *sfx;
@@ -770,7 +787,7 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 			perr(p, p->line,
 			    "unknown section [%.60s] (broker, directory, "
 			    "domain NAME, policy, sasl, tickets, audit, log, "
-			    "relay)",
+			    "relay, metrics, control)",
 			    section);
 			seen_add(p, section, "\001");
 		}
@@ -833,6 +850,8 @@ defaults(struct bk_config *c)
 	c->relay_idle_timeout_s = 300;
 	c->relay_wait_timeout_s = 30;
 	c->relay_byte_budget = 4ull << 30;
+	c->metrics_listen = strdup(BK_CONFIG_METRICS_LISTEN);
+	c->control_socket = strdup(BK_CONFIG_CONTROL_SOCKET);
 }
 
 int
@@ -885,6 +904,56 @@ check_secret(struct pctx *p, const char *what, const char *file,
 		return;
 	if (bk_config_check_secret(what, file, why, sizeof(why)) < 0)
 		perr(p, line_of(p, section, key), "%s", why);
+}
+
+/* [metrics] listen: numeric "ip:port" / "[ip6]:port", loopback unless
+ * allow_remote (the endpoint has no authentication). */
+static int
+check_metrics_listen(const char *v, int allow_remote, char *why, size_t wl)
+{
+	char host[64];
+	const char *colon;
+	unsigned char a[16];
+	size_t hl;
+	long port;
+	char *end;
+	int v6 = 0, loop;
+
+	if (*v == '[') {
+		const char *e = strchr(v, ']');
+		if (e == NULL || e[1] != ':')
+			goto bad;
+		hl = (size_t)(e - v - 1);
+		if (hl >= sizeof(host))
+			goto bad;
+		memcpy(host, v + 1, hl);
+		colon = e + 1;
+		v6 = 1;
+	} else {
+		colon = strrchr(v, ':');
+		if (colon == NULL || (hl = (size_t)(colon - v)) >= sizeof(host))
+			goto bad;
+		memcpy(host, v, hl);
+	}
+	host[hl] = '\0';
+	port = strtol(colon + 1, &end, 10);
+	if (!isdigit((unsigned char)colon[1]) || *end != '\0' || port < 1 ||
+	    port > 65535 || inet_pton(v6 ? AF_INET6 : AF_INET, host, a) != 1)
+		goto bad;
+	loop = v6 ? memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0
+	          : a[0] == 127;
+	if (!loop && !allow_remote) {
+		snprintf(why, wl,
+		    "%s is not a loopback address and the endpoint has no "
+		    "authentication: set allow_remote = yes to expose it",
+		    host);
+		return -1;
+	}
+	return 0;
+bad:
+	snprintf(why, wl,
+	    "expected a numeric ip:port or [ipv6]:port, or empty (off)");
+	return -1;
 }
 
 /* Rules that involve more than one key, and the files named. */
@@ -962,6 +1031,16 @@ finish(struct pctx *p)
 	if (c->require_computer_object && !c->have_directory)
 		perr(p, line_of(p, "directory", "require_computer_object"),
 		    "require_computer_object needs a directory (uri)");
+	if (c->metrics_listen != NULL && c->metrics_listen[0] != '\0') {
+		char why[300];
+		if (check_metrics_listen(c->metrics_listen,
+		        c->metrics_allow_remote, why, sizeof(why)) != 0)
+			perr(p, line_of(p, "metrics", "listen"),
+			    "[metrics] listen: %s", why);
+	}
+	if (c->control_socket[0] != '/' || strlen(c->control_socket) >= 108)
+		perr(p, line_of(p, "control", "socket"),
+		    "[control] socket: an absolute path under 108 bytes");
 	if (strcmp(c->store, "sqlite") == 0 && c->store_path == NULL)
 		perr(p, 0, "[tickets] path is required with store = sqlite");
 }
@@ -1053,6 +1132,8 @@ bk_config_free(struct bk_config *c)
 	free(c->store);
 	free(c->store_path);
 	free(c->audit_path);
+	free(c->metrics_listen);
+	free(c->control_socket);
 	free(c);
 }
 

@@ -15,6 +15,8 @@
 #include "az_dir.h"
 
 #define BK_CONFIG_DEFAULT_PATH "/etc/rabroker/rabrokerd.conf"
+#define BK_CONFIG_METRICS_LISTEN "127.0.0.1:9464"
+#define BK_CONFIG_CONTROL_SOCKET "/run/rabroker/control.sock"
 
 struct bk_config {
 	char *path; /* the file, as given */
@@ -59,6 +61,13 @@ struct bk_config {
 	/* [log] */
 	int log_level; /* enum log_level */
 	int log_syslog;
+
+	/* [metrics] */
+	char *metrics_listen; /* "" or NULL: off */
+	int metrics_allow_remote;
+
+	/* [control] */
+	char *control_socket;
 
 	/* [relay] */
 	unsigned relay_idle_timeout_s;

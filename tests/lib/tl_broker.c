@@ -179,11 +179,13 @@ tl_broker_setup(struct tl_broker *b, const struct tl_broker_opts *o)
 	    "\n[policy]\nfile = %s\n"
 	    "\n[tickets]\nstore = sqlite\npath = %s\n%s"
 	    "\n[audit]\npath = %s\nsyslog = no\n"
-	    "\n[log]\nlevel = debug\nsyslog = no\n",
+	    "\n[log]\nlevel = debug\nsyslog = no\n"
+	    "\n[metrics]\nlisten =\n"
+	    "\n[control]\nsocket = %s/control.sock\n",
 	    b->port, b->pki, b->key, b->pki,
 	    o->keepalive_s ? o->keepalive_s : 60,
 	    o->drain_timeout_s ? o->drain_timeout_s : 5, b->policy, b->store,
-	    pt, b->audit);
+	    pt, b->audit, b->dir);
 	if (o->slapd != NULL && n > 0 && (size_t)n < sizeof(conf))
 		n += snprintf(conf + n, sizeof(conf) - (size_t)n,
 		    "\n[directory]\n"

@@ -90,7 +90,17 @@ START_TEST(t_defaults)
 	ck_assert(!bk_config_has_mech(c, "GSSAPI"));
 	ck_assert_str_eq(c->store, "sqlite");
 	ck_assert_uint_eq(c->max_failures, 5);
+	ck_assert_str_eq(c->metrics_listen, "127.0.0.1:9464");
 	bk_config_free(c);
+	c = load("[metrics]\nlisten =\n[control]\nsocket = /tmp/c.sock\n", err,
+	    sizeof(err));
+	ck_assert_msg(c != NULL, "%s", err);
+	ck_assert_str_eq(c->metrics_listen, "");
+	ck_assert_str_eq(c->control_socket, "/tmp/c.sock");
+	bk_config_free(c);
+	c = load("[metrics]\nlisten = [2001:db8::1]:9464\nallow_remote = yes\n",
+	    err, sizeof(err));
+	ck_assert_msg(c != NULL, "%s", err);
 }
 END_TEST
 
@@ -161,6 +171,10 @@ START_TEST(t_errors_name_lines)
 	    "[domain] sections need a [directory] section");
 	expect_error("[directory]\nrequire_computer_object = yes\n",
 	    "[directory] uri is required");
+	expect_error("[metrics]\nlisten = 192.0.2.1:9464\n",
+	    "t.conf:8: [metrics] listen: 192.0.2.1 is not a loopback");
+	expect_error("[metrics]\nlisten = localhost:9464\n", "numeric");
+	expect_error("[control]\nsocket = run/x.sock\n", "t.conf:8: [control]");
 	/* two errors: both reported */
 	expect_error("[broker]\nfoo = 1\nbar = 2\n", "t.conf:9: unknown key");
 }
