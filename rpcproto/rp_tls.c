@@ -16,6 +16,18 @@
  * never reported synchronously: they are turned into a deferred bufferevent
  * event so on_close runs from the loop, not from under the caller's feet.
  *
+ * Verification. A client verifies the server during the handshake
+ * (gnutls_session_set_verify_cert: chain, validity, host name). A server
+ * checks a client certificate right after the handshake (chain, validity,
+ * usable name) and refuses with a bad_certificate alert; it sends no list of
+ * CA names, so a client offers the one certificate it has and a foreign one
+ * is refused by us with a reason, not silently withheld by the client.
+ *
+ * Backpressure. When more than high_water ciphertext bytes wait for the
+ * socket we stop reading it and stop delivering plaintext. The write
+ * low-water mark is half that, so the write callback (on_drain, and resuming)
+ * comes as soon as the queue is back at or below half.
+ *
  * Memory. At rest a connection holds this struct, the bufferevent (whose
  * evbuffers are empty and hold no chains), an empty plaintext evbuffer, the
  * peer address string and the GnuTLS session. Nothing else is allocated
