@@ -790,14 +790,32 @@ rp_methods_check(const struct rp_method *m, size_t n, char *err, size_t errlen)
 
 /* ---- input ------------------------------------------------------------- */
 
+/* Copies text that may quote the peer's bytes (jansson's "near '...'", an
+ * error message the peer sent) with control characters replaced: nothing
+ * from the network reaches a log line raw. */
+static void
+sanitize(char *dst, size_t n, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src[i] != '\0' && i < n - 1; i++)
+		dst[i] = (unsigned char)src[i] < 0x20 || src[i] == 0x7f
+		    ? '?'
+		    : src[i];
+	dst[i] = '\0';
+}
+
 static void
 conn_protocol_error(struct rp_conn *c, int code, const char *msg)
 {
+	char safe[256];
+
+	sanitize(safe, sizeof(safe), msg);
 	log_debug("%s: %s: %s",
 	    rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : "conn",
-	    rp_err_name(code), msg);
+	    rp_err_name(code), safe);
 	if (c->cbs != NULL && c->cbs->on_protocol_error != NULL)
-		c->cbs->on_protocol_error(c, code, msg, c->ctx);
+		c->cbs->on_protocol_error(c, code, safe, c->ctx);
 }
 
 /* A message rp_conn rejected itself: report, answer (when answerable: id
@@ -857,6 +875,7 @@ conn_response(struct rp_conn *c, struct rp_msg *m)
 		else
 			snprintf(text, sizeof(text),
 			    "response to an unknown id ignored");
+		sanitize(text, sizeof(text), text);
 		log_info("%s: %s",
 		    rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : "conn", text);
 		/* Not answered, but counted: a peer flooding us with stray

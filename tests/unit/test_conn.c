@@ -148,6 +148,7 @@ static int peer_eof;
 static int n_close, n_proto, n_handled, n_notified;
 static char close_why[128];
 static int last_proto_code;
+static char last_proto_msg[256];
 static struct evbuffer *leftover;
 
 static void
@@ -164,6 +165,7 @@ on_protocol_error(struct rp_conn *c, int code, const char *msg, void *ctx)
 {
 	n_proto++;
 	last_proto_code = code;
+	snprintf(last_proto_msg, sizeof(last_proto_msg), "%s", msg);
 }
 
 static const struct rp_conn_cbs test_cbs = {
@@ -533,7 +535,15 @@ START_TEST(test_malformed_lines)
 	peer_send("{\"jsonrpc\":\"2.0\",\"id\":1,\"id\":2,\"method\":\"x\"}\n");
 	check_error(peer_recv(), RP_ERR_INVALID_REQUEST, "null", "duplicate");
 
-	ck_assert_int_eq(n_proto, 14);
+	/* Peer bytes quoted in messages reach the owner without control
+	 * characters (they end up in logs). */
+	peer_send("{\"jsonrpc\":\x1b[31m}\n");
+	json_decref(peer_recv());
+	for (const char *q = last_proto_msg; *q != '\0'; q++)
+		ck_assert_int_ge((unsigned char)*q, 0x20);
+	ck_assert_ptr_nonnull(strstr(last_proto_msg, "invalid JSON"));
+
+	ck_assert_int_eq(n_proto, 15);
 	ck_assert_int_eq(n_close, 0);
 	ck_assert(rp_conn_is_open(conn));
 	peer_send("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"req.only\"}\n");
