@@ -854,6 +854,8 @@ conn_open(
 	    ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &ntv) ||
 	    ldap_set_option(ld, LDAP_OPT_TIMEOUT, &otv) ||
 	    ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, c->ca_file) ||
+	    /* only that file: not a TLS_CACERTDIR from ldap.conf */
+	    ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTDIR, NULL) ||
 	    ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &hard) ||
 	    ldap_set_option(ld, LDAP_OPT_X_TLS_PROTOCOL_MIN, &tmin) ||
 	    ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &zero)) {
