@@ -281,6 +281,8 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 		v_str(p, value, &c->state_dir);
 	else if (!strcmp(key, "agent.domain"))
 		v_str(p, value, &c->domain);
+	else if (!strcmp(key, "agent.control_group"))
+		v_str(p, value, &c->control_group);
 	else if (!strcmp(key, "agent.backoff_base")) {
 		if (v_uint(value, 1, 3600, &u))
 			BAD("backoff_base: seconds 1..3600");
@@ -488,6 +490,7 @@ cl_agent_config_free(struct cl_agent_config *c)
 	free(c->fqdn);
 	free(c->state_dir);
 	free(c->domain);
+	free(c->control_group);
 	for (size_t i = 0; i < c->nstat; i++) {
 		free(c->stat[i].user);
 		free(c->stat[i].kind);

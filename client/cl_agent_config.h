@@ -36,6 +36,7 @@ struct cl_agent_config {
 	char *fqdn; /* NULL: the certificate's identity */
 	char *state_dir;
 	char *domain;             /* prefix for logind user names: "CORP" */
+	char *control_group;      /* group allowed on the control socket */
 	unsigned backoff_base_ms; /* reconnect: first delay */
 	unsigned backoff_cap_ms;  /* reconnect: largest delay */
 	unsigned stable_s;        /* connection up this long resets backoff */
