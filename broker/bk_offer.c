@@ -50,6 +50,7 @@
 #include "bk_audit.h"
 #include "bk_config.h"
 #include "bk_offer.h"
+#include "bk_relay.h"
 #include "bk_store.h"
 #include "bk_ticket.h"
 #include "rp_conn.h"
@@ -92,6 +93,7 @@ struct bk_offers {
 	size_t count;
 	struct event *sweep;
 	unsigned sweeps;
+	int closing; /* bk_offers_free: callbacks only drop references */
 };
 
 static void offer_final(struct offer *o);
@@ -521,6 +523,7 @@ offer_final(struct offer *o)
 		rp_conn_cancel_calls(c, o);
 		rp_conn_unref(c);
 	}
+	bk_relays_ticket_closed(o->os->ctx->relays, o->t->id);
 	if (o->linked) {
 		offer_unlink(o);
 		offer_unref(o); /* the index's reference */
@@ -667,7 +670,8 @@ prompt_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 	struct offer *o = arg;
 	const char *ans = NULL;
 
-	if (o->prompt_conn != c || o->t->state != BK_TS_PROMPTING) {
+	if (o->os->closing || o->prompt_conn != c ||
+	    o->t->state != BK_TS_PROMPTING) {
 		offer_unref(o); /* already decided (cancelled, expired...) */
 		return;
 	}
@@ -1044,7 +1048,8 @@ control_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 	const char *ans = NULL, *why;
 	json_t *f;
 
-	if (o->ctl_conn != c || o->t->state != BK_TS_CONNECTED) {
+	if (o->os->closing || o->ctl_conn != c ||
+	    o->t->state != BK_TS_CONNECTED) {
 		offer_unref(o);
 		return;
 	}
@@ -1473,6 +1478,7 @@ bk_offers_free(struct bk_offers *os)
 
 	if (os == NULL)
 		return;
+	os->closing = 1;
 	if (os->sweep != NULL)
 		event_free(os->sweep);
 	while ((o = os->head) != NULL) {

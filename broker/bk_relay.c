@@ -313,7 +313,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 				        "reason",
 				        i == SIDE_AGENT ? "helper_absent"
 				                        : "agent_absent"));
-				p->s[i].jid = NULL; /* stolen by reply */
+				json_decref(p->s[i].jid);
+				p->s[i].jid = NULL;
 				rp_conn_close(p->s[i].c, "relay wait timeout");
 			}
 		set_reason(p, "wait_timeout");
@@ -351,6 +352,7 @@ pair_start(struct rpair *p)
 
 		rp_conn_reply(
 		    s->c, s->jid, json_pack("{s:s}", "status", "paired"));
+		json_decref(s->jid);
 		s->jid = NULL;
 		left[i] = evbuffer_new();
 		s->t = rp_conn_detach(s->c, left[i]);
@@ -429,6 +431,14 @@ bk_h_relay_join(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		return;
 	}
 	which = strcmp(side, "agent") == 0 ? SIDE_AGENT : SIDE_HELPER;
+	if (peer->role == BK_ROLE_AGENT && peer->agent != NULL) {
+		/* Detaching the registered connection would take the machine
+		 * offline: the relay needs a connection of its own. */
+		refuse(c, id, RP_ERR_WRONG_STATE, tid,
+		    "relay.join needs a connection of its own (no "
+		    "agent.register)");
+		return;
+	}
 	if ((which == SIDE_AGENT) != (peer->role == BK_ROLE_AGENT)) {
 		refuse(
 		    c, id, RP_ERR_FORBIDDEN, tid, "side does not match role");
@@ -520,6 +530,31 @@ bk_h_relay_join(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	}
 	if (p->s[!which].c != NULL)
 		pair_start(p);
+}
+
+void
+bk_relays_ticket_closed(struct bk_relays *rs, const char *ticket)
+{
+	struct rpair *p;
+	int i;
+
+	if (rs == NULL || ticket == NULL || (p = pair_find(rs, ticket)) == NULL)
+		return;
+	if (p->spliced) {
+		pair_end(p, "ticket_closed");
+		return;
+	}
+	for (i = 0; i < 2; i++)
+		if (p->s[i].c != NULL && p->s[i].jid != NULL) {
+			rp_conn_error(p->s[i].c, p->s[i].jid,
+			    RP_ERR_TICKET_EXPIRED, "the ticket has ended",
+			    NULL);
+			json_decref(p->s[i].jid);
+			p->s[i].jid = NULL;
+		}
+	set_reason(p, "ticket_closed");
+	pair_audit_end(p);
+	pair_free(p);
 }
 
 struct bk_relays *

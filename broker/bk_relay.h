@@ -25,6 +25,9 @@ void bk_h_relay_join(struct rp_conn *c, json_t *id, json_t *params, void *ctx);
 
 struct bk_relays *bk_relays_new(struct bk_ctx *ctx);
 void bk_relays_free(struct bk_relays *r);
+/* The ticket reached a final state (expired, revoked, cancelled, ended):
+ * its relay, waiting or splicing, is closed (queued bytes are flushed). */
+void bk_relays_ticket_closed(struct bk_relays *r, const char *ticket);
 /* Pairs waiting plus pairs splicing (metrics). */
 size_t bk_relays_active(struct bk_relays *r);
 

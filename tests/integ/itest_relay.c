@@ -595,6 +595,50 @@ START_TEST(t_idle_and_budget)
 }
 END_TEST
 
+/* The novice ends the ticket while its relay runs: the relay is cut. The
+ * registered agent connection may not be turned into a relay. */
+START_TEST(t_ticket_closed)
+{
+	struct tl_client *a, *h;
+	struct raw *ra, *rh;
+	char tid[33];
+	json_t *j, *res = NULL;
+
+	broker_with("[relay]\nwait_timeout = 5s\nidle_timeout = 30s\n");
+	make_ticket(&a, &h, tid, 1);
+	ck_assert_int_eq(
+	    tl_client_call(a, "relay.join",
+	        json_pack("{s:s, s:s}", "ticket", tid, "side", "agent"), T_WAIT,
+	        &res),
+	    RP_ERR_WRONG_STATE);
+	json_decref(res);
+	ra = raw_agent();
+	rh = raw_helper("alice");
+	raw_send(ra, "relay.join",
+	    json_pack("{s:s, s:s}", "ticket", tid, "side", "agent"));
+	j = raw_call(rh, "relay.join",
+	    json_pack("{s:s, s:s}", "ticket", tid, "side", "helper"), T_WAIT);
+	ck_assert_str_eq(
+	    jstr(json_object_get(j, "result"), "status"), "paired");
+	json_decref(j);
+	ck_assert_int_eq(rp_tls_write(rh->t, "hello", 5), 0);
+	ck_assert_int_eq(
+	    tl_client_call(a, "ticket.expire",
+	        json_pack("{s:s, s:s}", "ticket", tid, "user", "CORP\\bob"),
+	        T_WAIT, &res),
+	    0);
+	json_decref(res);
+	ck_assert(tl_run_until(base, raw_is_closed, ra, T_WAIT));
+	ck_assert(tl_run_until(base, raw_is_closed, rh, T_WAIT));
+	ck_assert(
+	    audit_wait_with("\"event\":\"relay_ended\"", "ticket_closed"));
+	raw_free(ra);
+	raw_free(rh);
+	tl_client_free(h);
+	tl_client_free(a);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -607,6 +651,7 @@ suite(void)
 	tcase_add_test(tc, t_refused);
 	tcase_add_test(tc, t_wait_timeout);
 	tcase_add_test(tc, t_idle_and_budget);
+	tcase_add_test(tc, t_ticket_closed);
 	suite_add_tcase(s, tc);
 	return s;
 }
