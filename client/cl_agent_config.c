@@ -76,6 +76,28 @@ rd_getc(struct pctx *p)
 	return (unsigned char)*p->s++;
 }
 
+/* inih does not tell the handler about a section without keys: check
+ * every section header here. */
+static void
+rd_check_section(struct pctx *p, const char *line)
+{
+	static const char *known[] = {
+	    "agent", "sessions", "prompt", "tunnel", "log"};
+	const char *s = line + strspn(line, " \t"), *e;
+	size_t n;
+
+	if (*s != '[')
+		return;
+	e = strchr(s, ']');
+	if (e == NULL)
+		return; /* inih reports the syntax error */
+	n = (size_t)(e - s - 1);
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strlen(known[i]) == n && !strncmp(known[i], s + 1, n))
+			return;
+	perr(p, p->line, "unknown section [%.*s]", (int)n, s + 1);
+}
+
 static char *
 rd_line(char *str, int num, void *stream)
 {
@@ -114,7 +136,9 @@ rd_line(char *str, int num, void *stream)
 		    CFG_LINE_MAX - 2);
 		str[0] = '\n';
 		str[1] = '\0';
+		return str;
 	}
+	rd_check_section(p, str);
 	return str;
 }
 
@@ -238,13 +262,12 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 	char key[128];
 	unsigned u;
 
-	if (name == NULL || *name == '\0') {
-		if (strcmp(section, "agent") && strcmp(section, "sessions") &&
-		    strcmp(section, "prompt") && strcmp(section, "tunnel") &&
-		    strcmp(section, "log"))
-			perr(p, p->line, "unknown section [%s]", section);
+	if (name == NULL || *name == '\0')
 		return 1;
-	}
+	if (strcmp(section, "agent") && strcmp(section, "sessions") &&
+	    strcmp(section, "prompt") && strcmp(section, "tunnel") &&
+	    strcmp(section, "log"))
+		return 1; /* reported with the section header */
 	snprintf(key, sizeof(key), "%s.%s", section, name);
 	if (strcmp(key, "sessions.session") != 0) {
 		for (size_t i = 0; i < p->nseen; i++)
