@@ -1173,6 +1173,13 @@ first_value(LDAP *ld, LDAPMessage *e, const char *attr)
 	return s;
 }
 
+/* ldap_first_entry that accepts an empty (NULL) result. */
+static LDAPMessage *
+first_entry(LDAP *ld, LDAPMessage *res)
+{
+	return ld != NULL && res != NULL ? ldap_first_entry(ld, res) : NULL;
+}
+
 /* Collects the groups of a search result into g (names from
  * group_name_attr). Returns the number of new groups, or -1. */
 static int
@@ -1182,7 +1189,7 @@ collect(
 	struct az_dir *d = w->d;
 	int added = 0;
 
-	for (LDAPMessage *e = ldap_first_entry(w->svc, res); e != NULL;
+	for (LDAPMessage *e = first_entry(w->svc, res); e != NULL;
 	     e = ldap_next_entry(w->svc, e)) {
 		char *dn = ldap_get_dn(w->svc, e), *v, *name;
 		int r;
@@ -1295,7 +1302,7 @@ server_is_ad(struct az_worker *w, char *msg, size_t msglen)
 	if (rc != 0)
 		return -rc;
 	w->svc_is_ad = 0;
-	for (LDAPMessage *e = ldap_first_entry(w->svc, res); e != NULL;
+	for (LDAPMessage *e = first_entry(w->svc, res); e != NULL;
 	     e = ldap_next_entry(w->svc, e)) {
 		struct berval **v = ldap_get_values_len(w->svc, e, attrs[0]);
 
@@ -1360,7 +1367,8 @@ groups_inchain(struct az_worker *w, const char *dn, struct glist *g, char *msg,
 /* The name of a group known by DN only (memberOf): from its first RDN when
  * that is group_name_attr (no round trip), else read from the entry. */
 static char *
-group_value(struct az_worker *w, const char *dn, char *msg, size_t msglen)
+group_value(
+    struct az_worker *w, const char *dn, int *rc, char *msg, size_t msglen)
 {
 	struct az_dir *d = w->d;
 	char type[64], value[AZ_NAME_MAX + 1];
@@ -1368,16 +1376,19 @@ group_value(struct az_worker *w, const char *dn, char *msg, size_t msglen)
 	LDAPMessage *res;
 	char *v = NULL;
 
+	*rc = 0;
 	if (az_dn_first_rdn(dn, type, sizeof(type), value, sizeof(value)) ==
 	        0 &&
-	    strcasecmp(type, d->c.group_name_attr) == 0)
-		return strdup(value);
-	if (search(w, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 1, &res,
-	        msg, msglen) != 0)
+	    strcasecmp(type, d->c.group_name_attr) == 0) {
+		if ((v = strdup(value)) == NULL)
+			*rc = RP_ERR_NOMEM;
+		return v;
+	}
+	if ((*rc = search(w, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 1,
+	         &res, msg, msglen)) != 0)
 		return NULL;
-	if (ldap_first_entry(w->svc, res) != NULL)
-		v = first_value(
-		    w->svc, ldap_first_entry(w->svc, res), attrs[0]);
+	if (first_entry(w->svc, res) != NULL)
+		v = first_value(w->svc, first_entry(w->svc, res), attrs[0]);
 	ldap_msgfree(res);
 	return v;
 }
@@ -1398,7 +1409,7 @@ groups_memberof(struct az_worker *w, const char *dn, struct glist *g, char *msg,
 	    msg, msglen);
 	if (rc != 0)
 		return rc;
-	if ((e = ldap_first_entry(w->svc, res)) == NULL) {
+	if ((e = first_entry(w->svc, res)) == NULL) {
 		ldap_msgfree(res);
 		snprintf(msg, msglen, "directory: %s vanished", dn);
 		return RP_ERR_NOT_FOUND;
@@ -1411,9 +1422,9 @@ groups_memberof(struct az_worker *w, const char *dn, struct glist *g, char *msg,
 			rc = RP_ERR_NOMEM;
 			break;
 		}
-		val = group_value(w, gdn, msg, msglen);
+		val = group_value(w, gdn, &rc, msg, msglen);
 		name = canonical(w->d, gdn, val);
-		if (glist_add(g, gdn, name) == -1)
+		if (rc == 0 && glist_add(g, gdn, name) == -1)
 			rc = RP_ERR_NOMEM;
 		free(gdn);
 		free(val);
@@ -1617,7 +1628,7 @@ find_user(struct az_worker *w, const char *name, size_t namelen, int notfound,
 	    filter, attrs, 2, &res, msg, msglen);
 	if (rc != 0)
 		goto out;
-	n = ldap_count_entries(w->svc, res);
+	n = res != NULL ? ldap_count_entries(w->svc, res) : 0;
 	if (n != 1) {
 		unsigned long long ttl =
 		    (unsigned long long)c->cache_neg_ttl_s * 1000ULL;
@@ -1630,7 +1641,7 @@ find_user(struct az_worker *w, const char *name, size_t namelen, int notfound,
 		rc = notfound;
 		goto out;
 	}
-	e = ldap_first_entry(w->svc, res);
+	e = first_entry(w->svc, res);
 	{
 		char *edn = ldap_get_dn(w->svc, e), *v, *packed;
 		size_t dl, al;
