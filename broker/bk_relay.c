@@ -402,6 +402,32 @@ pair_find(struct bk_relays *rs, const char *id)
 	return NULL;
 }
 
+/*
+ * The agent joined first: the helper may not know the direct connection
+ * failed, so tell it to join too. Every authenticated connection of the
+ * ticket's helper gets offer.update {ticket, state, relay: "waiting"}
+ * (the broker's peers are one list; `from` is any element of it).
+ */
+static void
+tell_helper_waiting(struct bk_peer *from, const struct bk_ticket *t)
+{
+	struct bk_peer *q = from;
+
+	while (q->prev != NULL)
+		q = q->prev;
+	for (; q != NULL; q = q->next) {
+		if (q->role != BK_ROLE_HELPER || q->user == NULL ||
+		    q->user->account == NULL || q->conn == NULL ||
+		    !rp_conn_is_open(q->conn) ||
+		    !(rp_conn_state(q->conn) & RP_ST_HELPER) ||
+		    strcasecmp(q->user->account, t->helper) != 0)
+			continue;
+		(void)rp_conn_notify(q->conn, "offer.update",
+		    json_pack("{s:s, s:s, s:s}", "ticket", t->id, "state",
+		        bk_ticket_state_name(t->state), "relay", "waiting"));
+	}
+}
+
 void
 bk_h_relay_join(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 {
@@ -530,6 +556,8 @@ bk_h_relay_join(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	}
 	if (p->s[!which].c != NULL)
 		pair_start(p);
+	else if (which == SIDE_AGENT)
+		tell_helper_waiting(peer, t);
 }
 
 void
