@@ -36,6 +36,8 @@
 #include "bk.h"
 #include "bk_audit.h"
 #include "bk_config.h"
+#include "bk_control.h"
+#include "bk_metrics.h"
 #include "bk_offer.h"
 #include "bk_relay.h"
 #include "bk_server.h"
@@ -352,6 +354,12 @@ main(int argc, char **argv)
 	}
 	if (bk_offers_restore(ctx) != 0)
 		log_warnx("some open tickets could not be restored");
+	/* Metrics endpoint and control socket: off (with a warning) if their
+	 * address is taken; the broker's own port is what must work. */
+	if (bk_metrics_init(ctx) != 0 || bk_control_init(ctx) != 0) {
+		log_errx("out of memory");
+		goto out;
+	}
 
 	st.sig_hup = evsignal_new(ctx->base, SIGHUP, on_signal, &st);
 	st.sig_term = evsignal_new(ctx->base, SIGTERM, on_signal, &st);
@@ -387,6 +395,8 @@ out:
 		event_free(st.sig_term);
 	if (st.sig_int)
 		event_free(st.sig_int);
+	bk_control_free(ctx);
+	bk_metrics_free(ctx);
 	bk_relays_free(ctx->relays);
 	ctx->relays = NULL;
 	bk_offers_free(ctx->offers);
