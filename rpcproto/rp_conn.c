@@ -13,7 +13,7 @@
  * a short-lived evbuffer handed straight to the transport.
  *
  * Re-entrancy: a handler or callback may close, detach or unref the
- * connection. Every loop that calls out holds a reference (conn_hold) and
+ * connection. Every loop that calls out holds a reference (rp_conn_ref) and
  * rechecks conn_can_read() after each call.
  */
 #include <stdio.h>

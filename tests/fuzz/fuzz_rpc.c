@@ -234,6 +234,19 @@ static const struct rp_method fuzz_methods[] = {
 
 static struct event_base *fuzz_base;
 
+/* Our own calls: each callback must run exactly once. */
+static int fuzz_replies[2];
+
+static void
+fuzz_reply_cb(struct rp_conn *c, int code, json_t *result, void *arg)
+{
+	int *n = arg;
+
+	(*n)++;
+	CHECK(*n == 1);
+	CHECK(code != 0 || result != NULL);
+}
+
 static void
 fuzz_conn(const uint8_t *data, size_t size)
 {
@@ -248,6 +261,13 @@ fuzz_conn(const uint8_t *data, size_t size)
 	size_t n;
 
 	CHECK(c != NULL);
+	/* Two calls of ours (ids 1 and 2) for the input to answer. */
+	fuzz_replies[0] = fuzz_replies[1] = 0;
+	CHECK(rp_conn_call(c, "novice.prompt", NULL, 0, fuzz_reply_cb,
+	          &fuzz_replies[0]) == 0);
+	CHECK(rp_conn_call(c, "control.prompt", json_object(), 0, fuzz_reply_cb,
+	          &fuzz_replies[1]) == 0);
+	evbuffer_drain(io.sent, evbuffer_get_length(io.sent));
 	evbuffer_add(in, data, size);
 	evbuffer_add(in, "\n", 1);
 	rp_conn_input(c, in);
@@ -265,6 +285,8 @@ fuzz_conn(const uint8_t *data, size_t size)
 	CHECK(evbuffer_get_length(io.sent) == 0);
 	rp_conn_closed(c, "fuzz done");
 	CHECK(rp_conn_state(c) == RP_ST_CLOSED);
+	CHECK(rp_conn_pending(c) == 0);
+	CHECK(fuzz_replies[0] == 1 && fuzz_replies[1] == 1);
 	rp_conn_unref(c);
 	evbuffer_free(in);
 	evbuffer_free(io.sent);
