@@ -799,6 +799,92 @@ START_TEST(t_max_connections)
 }
 END_TEST
 
+/* The fake agent accepts every prompt and acknowledges ticket.connect. */
+static json_t *
+agent_accepts(
+    struct tl_client *c, const char *method, json_t *params, void *arg)
+{
+	int *seen = arg;
+
+	if (strcmp(method, "novice.prompt") == 0) {
+		(*seen)++;
+		return json_pack("{s:s, s:s, s:s}", "answer", "accept", "user",
+		    "CORP\\bob", "session", "1");
+	}
+	if (strcmp(method, "ticket.connect") == 0) {
+		(*seen)++;
+		return json_object();
+	}
+	return NULL;
+}
+
+/* The core wired to the offer engine: one offer through the table. */
+START_TEST(t_offer_through_core)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *ag, *alice;
+	json_t *res = NULL, *up;
+	int rc, seen = 0;
+	const char *tid;
+	char tidbuf[64];
+
+	broker_up(&b, policy_helpdesk, 5);
+	ag = connect_as(base, &b, "ws-042");
+	tl_client_on_request(ag, agent_accepts, &seen);
+	ck_assert_int_eq(
+	    tl_client_agent_login(ag, "ws-042.corp.example", "CORP\\bob"), 0);
+	alice = connect_as(base, &b, NULL);
+	ck_assert_int_eq(tl_client_helper_login(alice, "alice", "alice-pw"), 0);
+	rc = tl_client_call(alice, "offer.create",
+	    json_pack("{s:s, s:s, s:[s]}", "machine", "WS-042.corp.example",
+	        "mode", "view", "addresses", "127.0.0.1:40000"),
+	    10000, &res);
+	ck_assert_msg(rc == 0, "offer.create: %d %s", rc, tl_error_reason(res));
+	tid = json_string_value(json_object_get(res, "ticket"));
+	ck_assert_ptr_nonnull(tid);
+	snprintf(tidbuf, sizeof(tidbuf), "%s", tid);
+	ck_assert_ptr_nonnull(json_object_get(res, "psk"));
+	json_decref(res);
+	/* The agent is prompted (from inside the loop) and accepts. */
+	up = NULL;
+	for (int i = 0; i < 5 && up == NULL; i++) {
+		json_t *u =
+		    tl_client_wait_request(alice, "offer.update", 3000, NULL);
+		if (u != NULL &&
+		    strcmp(json_string_value(json_object_get(u, "state")),
+		        "accepted") == 0)
+			up = u;
+		else
+			json_decref(u);
+	}
+	ck_assert_msg(up != NULL, "no offer.update accepted");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(up, "ticket")), tidbuf);
+	json_decref(up);
+	ck_assert_int_ge(seen, 1);
+	/* Both see the ticket; never its secret. */
+	ck_assert_int_eq(
+	    tl_client_call(ag, "ticket.list", json_object(), 5000, &res), 0);
+	ck_assert_int_eq(json_array_size(json_object_get(res, "tickets")), 1);
+	ck_assert_ptr_null(strstr(json_dumps(res, 0), "psk"));
+	json_decref(res);
+	/* An agent that is not online: machine_offline. */
+	ck_assert_int_eq(
+	    tl_client_call(alice, "offer.create",
+	        json_pack("{s:s, s:s, s:[s]}", "machine", "ws-043.corp.example",
+	            "mode", "view", "addresses", "127.0.0.1:40000"),
+	        10000, &res),
+	    RP_ERR_MACHINE_OFFLINE);
+	json_decref(res);
+	ck_assert(tl_broker_wait_audit(&b, "\"ticket_created\"", 1, 2000));
+	tl_client_free(alice);
+	tl_client_free(ag);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *
 broker_suite(void)
 {
@@ -828,6 +914,7 @@ broker_suite(void)
 	tcase_add_test(tl, t_helper_external);
 	tcase_add_test(tl, t_emfile_pause);
 	tcase_add_test(tl, t_max_connections);
+	tcase_add_test(tl, t_offer_through_core);
 	suite_add_tcase(s, tl);
 	return s;
 }
