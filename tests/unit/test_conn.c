@@ -378,6 +378,18 @@ never(void)
 	return 0;
 }
 
+static int
+closed_once(void)
+{
+	return n_close == 1;
+}
+
+static int
+proto_seen(void)
+{
+	return n_proto > 0;
+}
+
 static void
 peer_send(const char *s)
 {
@@ -752,8 +764,7 @@ START_TEST(test_caller_unref_early)
 	check_result_str(peer_recv(), "1", "ok");
 	bufferevent_free(peer);
 	peer = NULL;
-	run_until(never, 50);
-	ck_assert_int_eq(n_close, 1);
+	ck_assert(run_until(closed_once, 2000));
 	ck_assert_str_eq(close_why, "peer closed");
 }
 END_TEST
@@ -885,6 +896,7 @@ START_TEST(test_call_timeout)
 	json_t *req;
 	char line[128];
 
+	n_proto = 0;
 	ck_assert_int_eq(
 	    rp_conn_call(conn, "novice.prompt",
 	        json_pack("{s:s}", "helper", "h"), 50, reply_cb, &rec),
@@ -907,9 +919,9 @@ START_TEST(test_call_timeout)
 	    "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":true}\n",
 	    (long long)json_integer_value(json_object_get(req, "id")));
 	peer_send(line);
-	run_until(never, 50);
-	ck_assert_int_eq(rec.calls, 1);
+	ck_assert(run_until(proto_seen, 2000));
 	ck_assert_int_eq(last_proto_code, RP_ERR_NOT_FOUND);
+	ck_assert_int_eq(rec.calls, 1);
 	json_decref(req);
 }
 END_TEST
