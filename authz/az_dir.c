@@ -588,6 +588,21 @@ note_down(struct az_worker *w, const char *why)
 		    why, b);
 }
 
+/* A job that took the probe but ended without a verdict (no operation
+ * was sent) hands it back, so another worker may probe. */
+static void
+probe_release(struct az_worker *w)
+{
+	struct az_dir *d = w->d;
+
+	if (!w->probing)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->probe_taken = 0;
+	pthread_mutex_unlock(&d->mu);
+	w->probing = 0;
+}
+
 /* 0: go ahead and connect; -1: in backoff, fail fast (msg set). */
 static int
 gate(struct az_worker *w, char *msg, size_t msglen)
@@ -596,6 +611,8 @@ gate(struct az_worker *w, char *msg, size_t msglen)
 	unsigned long long now = now_ms();
 	int r = 0;
 
+	if (w->probing)
+		return 0; /* this worker is the one probing */
 	pthread_mutex_lock(&d->mu);
 	if (d->backoff_ms > 0) {
 		if (now < d->retry_at_ms) {
@@ -920,12 +937,14 @@ ensure(struct az_worker *w, LDAP **ld, int svc, int *reused, char *msg,
 		snprintf(msg, msglen, "directory pool closing");
 		return RP_ERR_CLOSED;
 	}
+	/* In back-off every worker fails fast, also one whose connection
+	 * still looks open: it would only wait for its timeout. */
+	if (gate(w, msg, msglen) == -1)
+		return RP_ERR_DIRECTORY_UNAVAILABLE;
 	if (*ld != NULL) {
 		*reused = 1;
 		return 0;
 	}
-	if (gate(w, msg, msglen) == -1)
-		return RP_ERR_DIRECTORY_UNAVAILABLE;
 	if ((rc = conn_open(w, ld, svc, msg, msglen)) != 0) {
 		note_down(w, msg);
 		return rc;
@@ -974,6 +993,8 @@ search(struct az_worker *w, const char *base, int scope, const char *filter,
 		stat_op(d, now_us() - t0,
 		    rc != LDAP_SUCCESS && rc != LDAP_SIZELIMIT_EXCEEDED &&
 		        rc != LDAP_NO_SUCH_OBJECT);
+		if (!is_down(rc) && w->probing)
+			note_up(w); /* the server answered the probe */
 		if (rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED ||
 		    rc == LDAP_NO_SUCH_OBJECT) {
 			if (*res == NULL) {
@@ -1039,6 +1060,8 @@ user_bind(struct az_worker *w, const char *dn, const char *pw, size_t pwlen,
 		rc = simple_bind(w, w->usr, dn, pw, pwlen, db, sizeof(db));
 		stat_op(d, now_us() - t0,
 		    rc != LDAP_SUCCESS && rc != LDAP_INVALID_CREDENTIALS);
+		if (!is_down(rc) && w->probing)
+			note_up(w);
 		if (rc == LDAP_SUCCESS)
 			return 0;
 		if (rc == LDAP_INVALID_CREDENTIALS) {
@@ -1938,6 +1961,7 @@ worker_main(void *arg)
 		j->next = NULL;
 		w->deadline_ms = j->deadline_ms;
 		run_job(w, j);
+		probe_release(w);
 
 		pthread_mutex_lock(&d->mu);
 		wake = d->dhead == NULL;

@@ -663,6 +663,17 @@ START_TEST(test_hung_server)
 	fix_open(&f);
 	ck_assert_int_eq(pws(&f, "alice", "alice-pw", &r), 0);
 	ck_assert_int_eq(kill(s2.pid, SIGSTOP), 0);
+	t0 = now_ms();
+	ck_assert_int_eq(
+	    pws(&f, "alice", "alice-pw", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
+	ck_assert_msg(now_ms() - t0 <= 1000 + 300, "%s", r.msg);
+	/* in back-off now: the next answer comes at once */
+	t0 = now_ms();
+	ck_assert_int_eq(
+	    pws(&f, "alice", "alice-pw", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
+	el = now_ms() - t0;
+	ck_assert_msg(el < 150, "back-off answer after %llu ms", el);
+	ck_assert_msg(strstr(r.msg, "next attempt") != NULL, "%s", r.msg);
 	for (int i = 0; i < 3; i++) {
 		t0 = now_ms();
 		ck_assert_int_eq(pws(&f, "alice", "alice-pw", &r),
