@@ -39,6 +39,7 @@ struct tl_broker {
 	char pki[600];    /* ca.pem, broker.pem, ws-042.pem ... */
 	char key[600];    /* copy of broker-key.pem, mode 0600 */
 	unsigned port;
+	int quiet; /* log level above info: no "ready" line to wait for */
 	unsigned
 	    nofile; /* RLIMIT_NOFILE of the child (soft = hard); 0: inherited */
 	pid_t pid;  /* 0 when not running */
@@ -54,6 +55,7 @@ struct tl_broker_opts {
 	unsigned prompt_timeout_s; /* 0: default */
 	const char *extra; /* raw INI appended at the end (more sections) */
 	unsigned nofile;   /* descriptor limit of the daemon; 0: inherited */
+	const char *log_level; /* NULL: debug */
 };
 
 /* Makes the directory and files; picks a free port. 0 or -1 (stderr). */
