@@ -207,6 +207,7 @@ agent_answer(
 	if (answer != NULL) {
 		ck_assert_ptr_nonnull(id);
 		ck_assert_int_eq(tl_client_reply(a, id, answer), 0);
+		json_decref(id);
 	} else
 		json_decref(id);
 	return p;

@@ -373,10 +373,12 @@ make_ticket(struct tl_client **a, struct tl_client **h, char *tid, int accept)
 	                     json_pack("{s:s, s:s}", "answer", "accept", "user",
 	                         "CORP\\bob")),
 	    0);
+	json_decref(id);
 	p = tl_client_wait_request(*a, "ticket.connect", T_WAIT, &id);
 	ck_assert_ptr_nonnull(p);
 	json_decref(p);
 	tl_client_reply(*a, id, json_object());
+	json_decref(id);
 }
 
 static void
