@@ -921,8 +921,9 @@ struct ctl_client {
 	struct cl_agent *a;
 	struct bufferevent *bev;
 	uid_t uid;
-	int waiting; /* a broker call is pending for this client */
-	int gone;    /* the client left while waiting */
+	char expire[80]; /* ticket being expired */
+	int waiting;     /* a broker call is pending for this client */
+	int gone;        /* the client left while waiting */
 };
 
 static void
@@ -958,6 +959,13 @@ ctl_reply(struct rp_conn *c, int code, json_t *result, void *arg)
 	struct ctl_client *cc = arg;
 
 	(void)c;
+	if (code == 0 && cc->expire[0] != '\0') {
+		/* The broker does not send ticket.revoked to the agent that
+		 * expired the ticket: end the session here at once. */
+		struct aticket *t = ticket_find(cc->a, cc->expire);
+		if (t != NULL)
+			ticket_end(t, "expired by the user");
+	}
 	if (code != 0)
 		ctl_answer(cc,
 		    json_pack("{s:s, s:s}", "error", rp_err_name(code),
@@ -1028,6 +1036,7 @@ ctl_command(struct ctl_client *cc, char *line)
 		    a->conn, "ticket.list", json_object(), 0, ctl_reply, cc);
 	else if (!strcmp(line, "expire") && arg != NULL) {
 		log_info("ticket %s: %s expires it", arg, user);
+		snprintf(cc->expire, sizeof(cc->expire), "%s", arg);
 		rp_conn_call(a->conn, "ticket.expire",
 		    json_pack("{s:s, s:s}", "ticket", arg, "user", user), 0,
 		    ctl_reply, cc);

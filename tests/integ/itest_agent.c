@@ -1,0 +1,1169 @@
+/*
+ * itest_agent.c - the real raagent end to end: a real slapd, a real
+ * rabrokerd (tests/lib/tl_broker.h), the raagent binary as a child process
+ * (static session CORP\bob, a script prompt that answers from files this
+ * test writes), a scripted helper in this process (tl_client for
+ * offer.create / control.request, a PSK-TLS listener with psk_lookup, and
+ * for the relay a raw broker connection with the PSK-TLS server inside),
+ * and a scripted RFB server behind the agent that records what it gets.
+ *
+ * With RABROKER_BENCH_TUNNEL=1 in the environment, t_bench measures
+ * throughput and added latency (direct, relay, plain TCP) and prints them;
+ * otherwise it is skipped (it is a benchmark, not a timed test).
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <gnutls/gnutls.h>
+
+#include "az_sasl.h"
+#include "cl_tunnel.h"
+#include "rp_error.h"
+#include "rp_log.h"
+#include "rp_tls.h"
+#include "tl_broker.h"
+#include "tl_slapd.h"
+#include "tl_util.h"
+
+#define WS42 "ws-042.corp.example"
+#define T_WAIT 8000
+
+static struct tl_slapd slapd;
+static int slapd_ok;
+static struct event_base *base;
+static struct tl_broker br;
+static int br_ok;
+static pid_t agent_pid;
+static char agent_conf[700], agent_log[700], agent_dir[700];
+
+static const char *policy =
+    "defaults prompt-timeout=6s\n"
+    "scope workstations ou=\"ou=Workstations,ou=Computers,dc=corp,"
+    "dc=example\"\n"
+    "allow control group \"CORP\\helpdesk\" on workstations\n";
+
+/* ---- the RFB server behind the agent ------------------------------------ */
+
+struct srv {
+	struct tl_listener *l;
+	uint16_t port;
+	int accepted;
+	struct bufferevent *bev;
+	struct evbuffer *in; /* everything received */
+	int closed;
+	int echo; /* bench: send back what arrives */
+};
+static struct srv rfb;
+
+static void
+srv_read(struct bufferevent *bev, void *arg)
+{
+	struct srv *s = arg;
+
+	if (s->echo)
+		bufferevent_write_buffer(bev, bufferevent_get_input(bev));
+	else
+		evbuffer_add_buffer(s->in, bufferevent_get_input(bev));
+}
+
+static void
+srv_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct srv *s = arg;
+
+	(void)what;
+	bufferevent_free(bev);
+	s->bev = NULL;
+	s->closed = 1;
+}
+
+static void
+srv_accept(evutil_socket_t fd, void *arg)
+{
+	struct srv *s = arg;
+
+	s->accepted++;
+	if (s->bev != NULL) {
+		close(fd);
+		return;
+	}
+	s->closed = 0;
+	s->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(s->bev, srv_read, NULL, srv_event, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	if (!s->echo)
+		bufferevent_write(s->bev, "RFB 003.008\n", 12);
+}
+
+/* ---- the helper's PSK listener ----------------------------------------- */
+
+struct hl {
+	struct tl_listener *l;
+	uint16_t port;
+	struct rp_tls_ctx *ctx;
+	unsigned char psk[64];
+	size_t psklen;
+	char ticket[40];
+	int wrong; /* answer with a wrong key */
+	int accepted, ready, closed, failed;
+	struct rp_tls *t;
+	struct evbuffer *in;
+	char why[256];
+};
+static struct hl hl;
+
+static int
+hl_lookup(void *arg, const char *id, unsigned char *key, size_t *keylen)
+{
+	struct hl *h = arg;
+
+	if (strcmp(id, h->ticket) != 0 || h->psklen == 0)
+		return -1;
+	memcpy(key, h->psk, h->psklen);
+	if (h->wrong)
+		key[0] ^= 0x55;
+	*keylen = h->psklen;
+	return 0;
+}
+
+static void
+hl_ready(struct rp_tls *t, void *arg)
+{
+	struct hl *h = arg;
+
+	(void)t;
+	h->ready = 1;
+}
+
+static void
+hl_read(struct rp_tls *t, struct evbuffer *in, void *arg)
+{
+	(void)t;
+	evbuffer_add_buffer(((struct hl *)arg)->in, in);
+}
+
+static void
+hl_close(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
+{
+	struct hl *h = arg;
+
+	if (h->t == t)
+		h->t = NULL;
+	if (!h->ready)
+		h->failed++;
+	h->closed = 1;
+	snprintf(h->why, sizeof(h->why), "%s %s", rp_tls_close_reason_name(why),
+	    msg ? msg : "");
+}
+
+static const struct rp_tls_cbs hl_cbs = {
+    .on_ready = hl_ready, .on_read = hl_read, .on_close = hl_close};
+
+static void
+hl_accept(evutil_socket_t fd, void *arg)
+{
+	struct hl *h = arg;
+	struct rp_tls *t;
+
+	h->accepted++;
+	t = rp_tls_accept(h->ctx, base, fd, &hl_cbs, h);
+	if (t == NULL) {
+		close(fd);
+		return;
+	}
+	h->closed = 0;
+	h->t = t;
+}
+
+static void
+hl_setup(void)
+{
+	struct rp_tls_opts o;
+	char err[256];
+
+	memset(&hl, 0, sizeof(hl));
+	memset(&o, 0, sizeof(o));
+	o.role = RP_TLS_SERVER;
+	o.psk_lookup = hl_lookup;
+	o.psk_arg = &hl;
+	hl.ctx = rp_tls_ctx_new(&o, err, sizeof(err));
+	ck_assert_msg(hl.ctx != NULL, "%s", err);
+	hl.in = evbuffer_new();
+	hl.l = tl_listen(base, 0, hl_accept, &hl, &hl.port);
+	ck_assert_ptr_nonnull(hl.l);
+}
+
+/* ---- running raagent ------------------------------------------------------ */
+
+static void
+write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+	fputs(text, f);
+	fclose(f);
+	chmod(path, mode);
+}
+
+static void
+answer(const char *kind, const char *yes_no)
+{
+	char p[800];
+
+	snprintf(p, sizeof(p), "%s/answer-%s", agent_dir, kind);
+	write_file(p, yes_no, 0644);
+}
+
+static const char *
+agent_bin(void)
+{
+	static char p[600];
+
+	snprintf(p, sizeof(p), "%s/client/raagent",
+	    getenv("RABROKER_BUILD_DIR") ? getenv("RABROKER_BUILD_DIR")
+	                                 : RABROKER_BUILD_DIR);
+	return p;
+}
+
+static int agent_raw; /* protocol raw with a no-op start_command */
+
+static void
+agent_start(int relay, unsigned connect_timeout)
+{
+	char text[8192], script[800], start[800];
+	int fd;
+
+	snprintf(agent_dir, sizeof(agent_dir), "%s/agent", br.dir);
+	mkdir(agent_dir, 0700);
+	snprintf(agent_conf, sizeof(agent_conf), "%s/raagent.conf", br.dir);
+	snprintf(agent_log, sizeof(agent_log), "%s/raagent.log", br.dir);
+	snprintf(script, sizeof(script), "%s/prompt.sh", br.dir);
+	snprintf(text, sizeof(text),
+	    "#!/bin/sh\n"
+	    "printf '%%s\\n' \"$RA_KIND $RA_TICKET $RA_HELPER $RA_MODE "
+	    "$RA_USER $RA_TIMEOUT\" >> '%s/prompts.log'\n"
+	    "a=$(cat '%s/answer-'\"$RA_KIND\" 2>/dev/null)\n"
+	    "[ \"$a\" = yes ]\n",
+	    agent_dir, agent_dir);
+	write_file(script, text, 0755);
+	snprintf(start, sizeof(start), "%s/start.sh", br.dir);
+	write_file(start, "#!/bin/sh\nexit 0\n", 0755);
+	snprintf(text, sizeof(text),
+	    "[agent]\n"
+	    "broker = 127.0.0.1:%u\n"
+	    "server_name = localhost\n"
+	    "ca = %s/ca.pem\n"
+	    "cert = %s/ws-042.pem\n"
+	    "key = %s/ws-042-key.pem\n"
+	    "state_dir = %s\n"
+	    "backoff_base_ms = 200\n"
+	    "backoff_cap = 2\n"
+	    "[sessions]\n"
+	    "source = static\n"
+	    "session = CORP\\bob graphical\n"
+	    "[prompt]\n"
+	    "command = script:%s\n"
+	    "timeout_margin = 1\n"
+	    "[tunnel]\n"
+	    "target = 127.0.0.1:%u\n"
+	    "connect_timeout = %u\n"
+	    "relay = %s\n"
+	    "%s%s\n"
+	    "[log]\n"
+	    "level = %s\n",
+	    br.port, br.pki, br.pki, br.pki, agent_dir, script, rfb.port,
+	    connect_timeout, relay ? "yes" : "no",
+	    agent_raw ? "protocol = raw\nstart_command = " : "",
+	    agent_raw ? start : "", agent_raw ? "info" : "debug");
+	write_file(agent_conf, text, 0644);
+	agent_pid = fork();
+	ck_assert_int_ge(agent_pid, 0);
+	if (agent_pid == 0) {
+		fd = open(agent_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			dup2(fd, 1);
+		}
+		execl(agent_bin(), "raagent", "-d", "-f", agent_conf,
+		    (char *)NULL);
+		_exit(127);
+	}
+	ck_assert_msg(tl_broker_wait_audit(&br, "agent_online", 1, T_WAIT),
+	    "raagent did not come online (see %s)", agent_log);
+}
+
+static void
+agent_stop(void)
+{
+	int st;
+
+	if (agent_pid <= 0)
+		return;
+	kill(agent_pid, SIGTERM);
+	for (int i = 0; i < 50; i++) {
+		if (waitpid(agent_pid, &st, WNOHANG) == agent_pid) {
+			agent_pid = 0;
+			return;
+		}
+		usleep(100000);
+	}
+	kill(agent_pid, SIGKILL);
+	waitpid(agent_pid, &st, 0);
+	agent_pid = 0;
+}
+
+static long
+agent_log_count(const char *needle)
+{
+	FILE *f = fopen(agent_log, "r");
+	char line[4096];
+	long n = 0;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, needle) != NULL)
+			n++;
+	fclose(f);
+	return n;
+}
+
+static int
+agent_wait_log(const char *needle, unsigned ms)
+{
+	uint64_t end = tl_now_ms() + ms;
+
+	while (tl_now_ms() < end) {
+		if (agent_log_count(needle) > 0)
+			return 1;
+		tl_run_until(base, NULL, NULL, 50);
+	}
+	return 0;
+}
+
+/* Runs "raagent -f CONF args..." to the end (bounded); out gets stdout. */
+static int
+agent_cmd(const char *a1, const char *a2, char *out, size_t outlen)
+{
+	int pfd[2], st = 0;
+	pid_t pid;
+	size_t used = 0;
+	ssize_t n;
+	uint64_t end = tl_now_ms() + 10000;
+
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		execl(agent_bin(), "raagent", "-f", agent_conf, a1, a2,
+		    (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+	for (;;) {
+		n = read(pfd[0], out + used, outlen - used - 1);
+		if (n > 0) {
+			used += (size_t)n;
+			if (used + 1 >= outlen)
+				break;
+			continue;
+		}
+		if (n == 0)
+			break;
+		if (tl_now_ms() > end) {
+			kill(pid, SIGKILL);
+			break;
+		}
+		usleep(20000);
+	}
+	out[used] = '\0';
+	close(pfd[0]);
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+static void
+setup(void)
+{
+	struct tl_broker_opts o;
+
+	ck_assert_msg(slapd_ok, "slapd did not start");
+	log_init("itest_agent", LOG_LVL_WARN, 0);
+	base = event_base_new();
+	memset(&rfb, 0, sizeof(rfb));
+	rfb.in = evbuffer_new();
+	rfb.l = tl_listen(base, 0, srv_accept, &rfb, &rfb.port);
+	ck_assert_ptr_nonnull(rfb.l);
+	hl_setup();
+	memset(&o, 0, sizeof(o));
+	o.slapd = &slapd;
+	o.policy = policy;
+	o.require_computer_object = 1;
+	ck_assert_int_eq(tl_broker_setup(&br, &o), 0);
+	ck_assert_msg(
+	    tl_broker_start(&br) == 0, "rabrokerd did not start: %s", br.log);
+	br_ok = 1;
+	agent_pid = 0;
+}
+
+static void
+teardown(void)
+{
+	agent_stop();
+	if (br_ok)
+		tl_broker_destroy(&br);
+	br_ok = 0;
+}
+
+/* ---- the helper's side ------------------------------------------------- */
+
+static const char *
+jstr(const json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s ? s : "";
+}
+
+static struct tl_client *
+helper_login(void)
+{
+	char why[256];
+	struct tl_client *h = tl_client_connect(
+	    base, br.pki, br.port, NULL, T_WAIT, why, sizeof(why));
+
+	ck_assert_msg(h != NULL, "%s", why);
+	ck_assert_int_eq(tl_client_helper_login(h, "alice", "alice-pw"), 0);
+	return h;
+}
+
+/* offer.create towards addr; fills hl's ticket and psk. */
+static void
+offer(struct tl_client *h, const char *mode, const char *addr)
+{
+	json_t *res = NULL;
+	gnutls_datum_t in, out;
+	const char *psk;
+
+	ck_assert_int_eq(tl_client_call(h, "offer.create",
+	                     json_pack("{s:s, s:s, s:[s]}", "machine", WS42,
+	                         "mode", mode, "addresses", addr),
+	                     T_WAIT, &res),
+	    0);
+	snprintf(hl.ticket, sizeof(hl.ticket), "%s", jstr(res, "ticket"));
+	psk = jstr(res, "psk");
+	in.data = (unsigned char *)psk;
+	in.size = (unsigned)strlen(psk);
+	ck_assert_int_ge(gnutls_base64_decode2(&in, &out), 0);
+	ck_assert_uint_le(out.size, sizeof(hl.psk));
+	memcpy(hl.psk, out.data, out.size);
+	hl.psklen = out.size;
+	gnutls_free(out.data);
+	json_decref(res);
+}
+
+/* Waits for an offer.update of the ticket with key == value. */
+static int
+wait_update(
+    struct tl_client *h, const char *key, const char *value, unsigned ms)
+{
+	uint64_t end = tl_now_ms() + ms;
+	json_t *p;
+
+	while (tl_now_ms() < end) {
+		p = tl_client_wait_request(
+		    h, "offer.update", (unsigned)(end - tl_now_ms()), NULL);
+		if (p == NULL)
+			return 0;
+		if (!strcmp(jstr(p, "ticket"), hl.ticket) &&
+		    !strcmp(jstr(p, key), value)) {
+			json_decref(p);
+			return 1;
+		}
+		json_decref(p);
+	}
+	return 0;
+}
+
+static char my_helper_addr[64];
+
+static const char *
+helper_addr(void)
+{
+	snprintf(
+	    my_helper_addr, sizeof(my_helper_addr), "127.0.0.1:%u", hl.port);
+	return my_helper_addr;
+}
+
+struct bufwait {
+	struct evbuffer *b;
+	size_t n;
+};
+
+static int
+has_bytes(void *arg)
+{
+	struct bufwait *w = arg;
+
+	return evbuffer_get_length(w->b) >= w->n;
+}
+
+static int
+wait_bytes(struct evbuffer *b, size_t n, unsigned ms)
+{
+	struct bufwait w = {b, n};
+
+	return tl_run_until(base, has_bytes, &w, ms);
+}
+
+static int
+is_set(void *arg)
+{
+	return *(int *)arg != 0;
+}
+
+static int
+hl_gone(void *arg)
+{
+	(void)arg;
+	return hl.t == NULL;
+}
+
+/* RFB messages from the viewer. */
+static const unsigned char rfb_hs[14] = {
+    'R', 'F', 'B', ' ', '0', '0', '3', '.', '0', '0', '8', '\n', 1, 1};
+static const unsigned char fbur[10] = {3, 1, 0, 0, 0, 0, 4, 0, 3, 0};
+static const unsigned char key_a[8] = {4, 1, 0, 0, 0, 0, 0, 'a'};
+static const unsigned char ptr_ev[6] = {5, 1, 0, 10, 0, 20};
+
+/* What the RFB server got since the last call. */
+static size_t
+srv_take(unsigned char *buf, size_t len)
+{
+	size_t n = evbuffer_get_length(rfb.in);
+
+	if (n > len)
+		n = len;
+	evbuffer_remove(rfb.in, buf, n);
+	return n;
+}
+
+/* A direct session up to the RFB greeting; returns the helper client. */
+static struct tl_client *
+direct_session(const char *mode)
+{
+	struct tl_client *h = helper_login();
+
+	answer("offer", "yes");
+	offer(h, mode, helper_addr());
+	ck_assert_msg(tl_run_until(base, is_set, &hl.ready, T_WAIT),
+	    "the agent did not connect to the helper (%s)", agent_log);
+	ck_assert_msg(wait_bytes(hl.in, 12, T_WAIT),
+	    "no RFB greeting through the tunnel");
+	ck_assert_int_eq(evbuffer_get_length(hl.in), 12);
+	ck_assert_int_eq(
+	    memcmp(evbuffer_pullup(hl.in, 12), "RFB 003.008\n", 12), 0);
+	evbuffer_drain(hl.in, 12);
+	ck_assert_msg(wait_update(h, "state", "connected", T_WAIT),
+	    "no offer.update connected");
+	return h;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+/* Accept: bytes both ways through the direct reverse connection; view
+ * only until control is granted; take-control drops input again. */
+START_TEST(t_direct_view_control)
+{
+	struct tl_client *h;
+	unsigned char got[256];
+	char out[4096];
+	size_t n;
+
+	agent_start(0, 3);
+	h = direct_session("control");
+	ck_assert_int_eq(agent_log_count("connected via direct"), 1);
+	ck_assert_int_ge(tl_broker_audit_count(&br, "session_connected"), 1);
+	/* View only: key and pointer dropped, the rest passes, in order. */
+	rp_tls_write(hl.t, rfb_hs, sizeof(rfb_hs));
+	rp_tls_write(hl.t, fbur, sizeof(fbur));
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	rp_tls_write(hl.t, ptr_ev, sizeof(ptr_ev));
+	rp_tls_write(hl.t, fbur, sizeof(fbur));
+	ck_assert(wait_bytes(rfb.in, 34, T_WAIT));
+	tl_run_until(base, NULL, NULL, 300); /* anything more would show */
+	n = srv_take(got, sizeof(got));
+	ck_assert_uint_eq(n, 34);
+	ck_assert_int_eq(memcmp(got, rfb_hs, 14), 0);
+	ck_assert_int_eq(memcmp(got + 14, fbur, 10), 0);
+	ck_assert_int_eq(memcmp(got + 24, fbur, 10), 0);
+	/* Server -> viewer goes through untouched. */
+	bufferevent_write(rfb.bev, "\x00\x00\x00\x01screen", 10);
+	ck_assert(wait_bytes(hl.in, 10, T_WAIT));
+	evbuffer_drain(hl.in, 10);
+
+	/* Control: the user says yes. */
+	answer("control", "yes");
+	ck_assert_int_eq(
+	    tl_client_call(h, "control.request",
+	        json_pack("{s:s}", "ticket", hl.ticket), T_WAIT, NULL),
+	    0);
+	ck_assert_msg(wait_update(h, "control", "granted", T_WAIT),
+	    "control not granted");
+	ck_assert(tl_broker_wait_audit(&br, "control_accepted", 1, T_WAIT));
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	rp_tls_write(hl.t, ptr_ev, sizeof(ptr_ev));
+	ck_assert(wait_bytes(rfb.in, 14, T_WAIT));
+	n = srv_take(got, sizeof(got));
+	ck_assert_uint_eq(n, 14);
+	ck_assert_int_eq(memcmp(got, key_a, 8), 0);
+	ck_assert_int_eq(memcmp(got + 8, ptr_ev, 6), 0);
+
+	/* The user takes control back. */
+	ck_assert_int_eq(
+	    agent_cmd("take-control", hl.ticket, out, sizeof(out)), 0);
+	ck_assert_ptr_nonnull(strstr(out, "ended"));
+	ck_assert_msg(wait_update(h, "control", "ended", T_WAIT),
+	    "helper not told control ended");
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	rp_tls_write(hl.t, fbur, sizeof(fbur));
+	ck_assert(wait_bytes(rfb.in, 10, T_WAIT));
+	tl_run_until(base, NULL, NULL, 200);
+	n = srv_take(got, sizeof(got));
+	ck_assert_uint_eq(n, 10);
+	ck_assert_int_eq(memcmp(got, fbur, 10), 0);
+	/* take-control again: nothing under control. */
+	ck_assert_int_ne(
+	    agent_cmd("take-control", hl.ticket, out, sizeof(out)), 0);
+
+	/* The helper hangs up: the agent reports the end. */
+	rp_tls_close(hl.t);
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	ck_assert_msg(
+	    tl_broker_wait_audit(&br, "session_disconnected", 1, T_WAIT),
+	    "no session_disconnected");
+	ck_assert(agent_wait_log("session ended after", T_WAIT));
+	tl_client_free(h);
+}
+END_TEST
+
+/* An unknown RFB message closes the tunnel with a clear log line. */
+START_TEST(t_rfb_unknown_type)
+{
+	struct tl_client *h;
+	static const unsigned char bad[1] = {200};
+
+	agent_start(0, 3);
+	h = direct_session("view");
+	rp_tls_write(hl.t, rfb_hs, sizeof(rfb_hs));
+	rp_tls_write(hl.t, bad, 1);
+	ck_assert(tl_run_until(base, hl_gone, NULL, T_WAIT));
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	ck_assert(agent_wait_log("unknown RFB client message type 200", 2000));
+	tl_client_free(h);
+}
+END_TEST
+
+/* A listener with the wrong key is refused (no relay allowed here): no
+ * byte reaches the RFB server. */
+START_TEST(t_wrong_psk)
+{
+	struct tl_client *h = helper_login();
+
+	agent_start(0, 2);
+	hl.wrong = 1;
+	answer("offer", "yes");
+	offer(h, "view", helper_addr());
+	ck_assert(tl_run_until(base, is_set, &hl.failed, T_WAIT));
+	ck_assert_int_eq(hl.ready, 0);
+	ck_assert(agent_wait_log("no connection to the helper", T_WAIT));
+	ck_assert_int_eq(rfb.accepted, 0);
+	ck_assert_int_eq(tl_broker_audit_count(&br, "session_connected"), 0);
+	tl_client_free(h);
+}
+END_TEST
+
+/* Decline: no connection at all. */
+START_TEST(t_decline)
+{
+	struct tl_client *h = helper_login();
+	char p[800];
+
+	agent_start(1, 2);
+	answer("offer", "no");
+	offer(h, "view", helper_addr());
+	ck_assert(wait_update(h, "state", "declined", T_WAIT));
+	tl_run_until(base, NULL, NULL, 500);
+	ck_assert_int_eq(hl.accepted, 0);
+	ck_assert_int_eq(rfb.accepted, 0);
+	/* The prompt script was asked, with the helper's name. */
+	snprintf(p, sizeof(p), "%s/prompts.log", agent_dir);
+	{
+		FILE *f = fopen(p, "r");
+		char line[512] = "";
+		ck_assert_ptr_nonnull(f);
+		ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+		fclose(f);
+		ck_assert_ptr_nonnull(strstr(line, "offer"));
+		ck_assert_ptr_nonnull(strstr(line, hl.ticket));
+		ck_assert_ptr_nonnull(strstr(line, "CORP\\alice"));
+		ck_assert_ptr_nonnull(strstr(line, "CORP\\bob"));
+	}
+	tl_client_free(h);
+}
+END_TEST
+
+/* The novice expires the ticket through the local socket: tunnel down. */
+START_TEST(t_expire_tears_down)
+{
+	struct tl_client *h;
+	char out[8192];
+
+	agent_start(0, 3);
+	h = direct_session("view");
+	ck_assert_int_eq(agent_cmd("tickets", NULL, out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, hl.ticket) != NULL, "tickets: %s", out);
+	ck_assert_int_eq(agent_cmd("expire", hl.ticket, out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "revoked") != NULL, "expire: %s", out);
+	ck_assert_msg(tl_run_until(base, hl_gone, NULL, T_WAIT),
+	    "tunnel still up after expire");
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	ck_assert(tl_broker_wait_audit(&br, "ticket_revoked", 1, T_WAIT));
+	tl_client_free(h);
+}
+END_TEST
+
+/* The helper cancels: ticket.revoked tears the tunnel down. */
+START_TEST(t_cancel_tears_down)
+{
+	struct tl_client *h;
+
+	agent_start(0, 3);
+	h = direct_session("view");
+	tl_client_call(h, "offer.cancel",
+	    json_pack("{s:s}", "ticket", hl.ticket), T_WAIT, NULL);
+	ck_assert_msg(tl_run_until(base, hl_gone, NULL, T_WAIT),
+	    "tunnel still up after cancel");
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	tl_client_free(h);
+}
+END_TEST
+
+/* ---- relay: the helper's side ------------------------------------------ */
+
+struct relay_helper {
+	struct rp_tls_ctx *ctx; /* to the broker */
+	struct rp_tls *t;       /* outer, before the splice */
+	struct evbuffer *in;
+	int ready, closed;
+	struct cl_splice *sp;
+	struct rp_tls *inner;
+	int inner_ready;
+	struct evbuffer *inner_in;
+	int next_id;
+};
+static struct relay_helper rh;
+
+static void
+rh_ready(struct rp_tls *t, void *arg)
+{
+	(void)t;
+	(void)arg;
+	rh.ready = 1;
+}
+
+static void
+rh_read(struct rp_tls *t, struct evbuffer *in, void *arg)
+{
+	(void)t;
+	(void)arg;
+	evbuffer_add_buffer(rh.in, in);
+}
+
+static void
+rh_close(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
+{
+	(void)t;
+	(void)why;
+	(void)msg;
+	(void)arg;
+	rh.closed = 1;
+	rh.t = NULL;
+}
+
+static const struct rp_tls_cbs rh_cbs = {
+    .on_ready = rh_ready, .on_read = rh_read, .on_close = rh_close};
+
+static int
+rh_line_ready(void *arg)
+{
+	struct evbuffer_ptr p = evbuffer_search(rh.in, "\n", 1, NULL);
+
+	(void)arg;
+	return p.pos >= 0 || rh.closed;
+}
+
+static json_t *
+rh_call(const char *method, json_t *params)
+{
+	json_t *m = json_pack("{s:s, s:i, s:s, s:o}", "jsonrpc", "2.0", "id",
+	    ++rh.next_id, "method", method, "params", params);
+	char *s = json_dumps(m, JSON_COMPACT), *l;
+	json_t *j = NULL;
+	size_t n;
+
+	rp_tls_write(rh.t, s, strlen(s));
+	rp_tls_write(rh.t, "\n", 1);
+	free(s);
+	json_decref(m);
+	for (int i = 0; i < 20; i++) {
+		tl_run_until(base, rh_line_ready, NULL, T_WAIT);
+		l = evbuffer_readln(rh.in, &n, EVBUFFER_EOL_LF);
+		if (l == NULL)
+			return NULL;
+		j = json_loads(l, 0, NULL);
+		free(l);
+		if (json_integer_value(json_object_get(j, "id")) == rh.next_id)
+			return j;
+		json_decref(j);
+	}
+	return NULL;
+}
+
+static void
+in_ready(struct rp_tls *t, void *arg)
+{
+	(void)t;
+	(void)arg;
+	rh.inner_ready = 1;
+}
+
+static void
+in_read(struct rp_tls *t, struct evbuffer *in, void *arg)
+{
+	(void)t;
+	(void)arg;
+	evbuffer_add_buffer(rh.inner_in, in);
+}
+
+static void
+in_close(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
+{
+	(void)t;
+	(void)why;
+	(void)msg;
+	(void)arg;
+	rh.inner = NULL;
+}
+
+static const struct rp_tls_cbs in_cbs = {
+    .on_ready = in_ready, .on_read = in_read, .on_close = in_close};
+
+static void
+rh_sp_closed(struct cl_splice *s, const char *why, void *arg)
+{
+	(void)s;
+	(void)why;
+	(void)arg;
+	rh.sp = NULL;
+}
+
+/* Joins the relay as the helper and runs the PSK-TLS server inside. */
+static void
+relay_helper_join(void)
+{
+	struct rp_tls_opts o;
+	struct sockaddr_storage ss;
+	char err[256], ca[700], *b64;
+	unsigned char buf[64];
+	int len, sp[2];
+	json_t *j;
+	struct cl_end a = {0}, b = {0};
+	struct cl_splice_cbs cbs = {.on_close = rh_sp_closed};
+
+	memset(&rh, 0, sizeof(rh));
+	memset(&o, 0, sizeof(o));
+	o.role = RP_TLS_CLIENT;
+	snprintf(ca, sizeof(ca), "%s/ca.pem", br.pki);
+	o.ca_file = ca;
+	rh.ctx = rp_tls_ctx_new(&o, err, sizeof(err));
+	ck_assert_msg(rh.ctx != NULL, "%s", err);
+	rh.in = evbuffer_new();
+	rh.inner_in = evbuffer_new();
+	len = tl_loopback((struct sockaddr *)&ss, 0, (uint16_t)br.port);
+	rh.t = rp_tls_connect(rh.ctx, base, (struct sockaddr *)&ss, len,
+	    "localhost", &rh_cbs, NULL);
+	ck_assert(tl_run_until(base, is_set, &rh.ready, T_WAIT));
+	j = rh_call(
+	    "hello", json_pack("{s:i, s:s}", "version", 1, "role", "helper"));
+	ck_assert_ptr_nonnull(json_object_get(j, "result"));
+	json_decref(j);
+	memcpy(buf, "\0alice\0alice-pw", 15);
+	b64 = az_sasl_b64_encode(buf, 15);
+	j = rh_call("auth.start",
+	    json_pack("{s:s, s:s}", "mechanism", "PLAIN", "initial", b64));
+	free(b64);
+	ck_assert_ptr_nonnull(json_object_get(j, "result"));
+	json_decref(j);
+	j = rh_call("relay.join",
+	    json_pack("{s:s, s:s}", "ticket", hl.ticket, "side", "helper"));
+	ck_assert_msg(
+	    !strcmp(jstr(json_object_get(j, "result"), "status"), "paired"),
+	    "relay.join did not pair");
+	json_decref(j);
+	/* Outer TLS <-> socketpair <-> PSK-TLS server (cl_splice, as raoffer
+	 * would do it). */
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+	evutil_make_socket_nonblocking(sp[0]);
+	a.tls = rh.t;
+	rh.t = NULL;
+	b.bev = bufferevent_socket_new(base, sp[0], BEV_OPT_CLOSE_ON_FREE);
+	rh.sp = cl_splice_new(base, a, b, &cbs, NULL);
+	ck_assert_ptr_nonnull(rh.sp);
+	cl_splice_push(rh.sp, 0, rh.in); /* inner bytes already here */
+	rh.inner = rp_tls_accept(hl.ctx, base, sp[1], &in_cbs, NULL);
+	ck_assert_ptr_nonnull(rh.inner);
+	ck_assert_msg(tl_run_until(base, is_set, &rh.inner_ready, T_WAIT),
+	    "inner PSK-TLS through the relay failed");
+}
+
+/* The helper's address does not answer: the relay carries the bytes. */
+START_TEST(t_relay)
+{
+	struct tl_client *h = helper_login();
+	char dead[64];
+	unsigned char got[64];
+	uint16_t port = tl_free_port(); /* closed: nothing listens */
+
+	agent_start(1, 2);
+	snprintf(dead, sizeof(dead), "127.0.0.1:%u", port);
+	answer("offer", "yes");
+	offer(h, "view", dead);
+	/* The agent joins first; the broker tells the helper. */
+	ck_assert_msg(wait_update(h, "relay", "waiting", 3 * T_WAIT),
+	    "no offer.update relay waiting (agent log %s)", agent_log);
+	relay_helper_join();
+	ck_assert_msg(wait_bytes(rh.inner_in, 12, T_WAIT),
+	    "no RFB greeting through the relay");
+	ck_assert_int_eq(
+	    memcmp(evbuffer_pullup(rh.inner_in, 12), "RFB 003.008\n", 12), 0);
+	rp_tls_write(rh.inner, rfb_hs, sizeof(rfb_hs));
+	rp_tls_write(rh.inner, key_a, sizeof(key_a)); /* view: dropped */
+	rp_tls_write(rh.inner, fbur, sizeof(fbur));
+	ck_assert(wait_bytes(rfb.in, 24, T_WAIT));
+	tl_run_until(base, NULL, NULL, 200);
+	ck_assert_uint_eq(srv_take(got, sizeof(got)), 24);
+	ck_assert_int_eq(memcmp(got + 14, fbur, 10), 0);
+	ck_assert(agent_wait_log("connected via relay", T_WAIT));
+	ck_assert(tl_broker_wait_audit(&br, "relay_started", 1, T_WAIT));
+	ck_assert(wait_update(h, "state", "connected", T_WAIT));
+	/* The helper ends: everything comes down. */
+	rp_tls_close(rh.inner);
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	ck_assert(tl_broker_wait_audit(&br, "session_disconnected", 1, T_WAIT));
+	tl_client_free(h);
+}
+END_TEST
+
+/* ---- the benchmark -------------------------------------------------------- */
+
+#define BENCH_BYTES (64u * 1024u * 1024u)
+#define BENCH_PINGS 2000
+
+struct bench_end {
+	struct rp_tls *tls;
+	struct bufferevent *bev;
+	struct evbuffer *in;
+};
+
+static void
+bench_write(struct bench_end *e, const void *p, size_t n)
+{
+	if (e->tls != NULL)
+		rp_tls_write(e->tls, p, n);
+	else
+		bufferevent_write(e->bev, p, n);
+}
+
+static size_t
+bench_out(struct bench_end *e)
+{
+	if (e->tls != NULL)
+		return rp_tls_out_pending(e->tls);
+	return evbuffer_get_length(bufferevent_get_output(e->bev));
+}
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sends BENCH_BYTES to the echo server and reads them back; then
+ * BENCH_PINGS one-byte round trips. */
+static void
+bench_run(const char *name, struct bench_end *e)
+{
+	static unsigned char chunk[65536];
+	size_t sent = 0;
+	double t0, t1, t2;
+
+	t0 = now_s();
+	while (evbuffer_get_length(e->in) < BENCH_BYTES) {
+		while (sent < BENCH_BYTES && bench_out(e) < 1024 * 1024) {
+			bench_write(e, chunk, sizeof(chunk));
+			sent += sizeof(chunk);
+		}
+		event_base_loop(base, EVLOOP_ONCE);
+		if (now_s() - t0 > 60)
+			break;
+		if (evbuffer_get_length(e->in) > 4 * 1024 * 1024 &&
+		    evbuffer_get_length(e->in) < BENCH_BYTES)
+			continue;
+	}
+	t1 = now_s();
+	ck_assert_uint_ge(evbuffer_get_length(e->in), BENCH_BYTES);
+	evbuffer_drain(e->in, evbuffer_get_length(e->in));
+	for (int i = 0; i < BENCH_PINGS; i++) {
+		bench_write(e, "p", 1);
+		while (evbuffer_get_length(e->in) < 1)
+			event_base_loop(base, EVLOOP_ONCE);
+		evbuffer_drain(e->in, 1);
+	}
+	t2 = now_s();
+	printf("bench %-8s throughput %7.1f MB/s (%u MiB echoed, counted "
+	       "once)  round trip %6.1f us\n",
+	    name, (double)BENCH_BYTES / (t1 - t0) / 1e6, BENCH_BYTES >> 20,
+	    (t2 - t1) / BENCH_PINGS * 1e6);
+	fflush(stdout);
+}
+
+static void
+bench_bev_read(struct bufferevent *bev, void *arg)
+{
+	evbuffer_add_buffer(
+	    ((struct bench_end *)arg)->in, bufferevent_get_input(bev));
+}
+
+START_TEST(t_bench)
+{
+	struct tl_client *h;
+	struct bench_end e;
+	struct sockaddr_storage ss;
+	int len, fd;
+	char dead[64];
+
+	if (getenv("RABROKER_BENCH_TUNNEL") == NULL)
+		return; /* a benchmark, run on demand */
+	rfb.echo = 1;
+	/* Baseline: plain loopback TCP to the same echo server. */
+	memset(&e, 0, sizeof(e));
+	e.in = evbuffer_new();
+	len = tl_loopback((struct sockaddr *)&ss, 0, rfb.port);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_eq(
+	    connect(fd, (struct sockaddr *)&ss, (socklen_t)len), 0);
+	evutil_make_socket_nonblocking(fd);
+	e.bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(e.bev, bench_bev_read, NULL, NULL, &e);
+	bufferevent_enable(e.bev, EV_READ | EV_WRITE);
+	bench_run("tcp", &e);
+	bufferevent_free(e.bev);
+	tl_run_until(base, is_set, &rfb.closed, 2000);
+	rfb.bev = NULL;
+
+	/* Direct tunnel (protocol raw: no RFB parsing on the echo). */
+	agent_raw = 1;
+	agent_start(1, 2);
+	h = helper_login();
+	answer("offer", "yes");
+	offer(h, "view", helper_addr());
+	ck_assert(tl_run_until(base, is_set, &hl.ready, T_WAIT));
+	memset(&e, 0, sizeof(e));
+	e.in = hl.in;
+	e.tls = hl.t;
+	tl_run_until(base, NULL, NULL, 300);
+	bench_run("direct", &e);
+	rp_tls_close(hl.t);
+	tl_run_until(base, is_set, &rfb.closed, T_WAIT);
+	tl_broker_wait_audit(&br, "session_disconnected", 1, T_WAIT);
+	rfb.bev = NULL;
+
+	/* Through the relay. */
+	snprintf(dead, sizeof(dead), "127.0.0.1:%u", tl_free_port());
+	offer(h, "view", dead);
+	ck_assert(wait_update(h, "relay", "waiting", 3 * T_WAIT));
+	relay_helper_join();
+	memset(&e, 0, sizeof(e));
+	e.in = rh.inner_in;
+	e.tls = rh.inner;
+	tl_run_until(base, NULL, NULL, 300);
+	bench_run("relay", &e);
+	rp_tls_close(rh.inner);
+	tl_run_until(base, is_set, &rfb.closed, T_WAIT);
+	tl_client_free(h);
+}
+END_TEST
+
+static Suite *
+agent_suite(void)
+{
+	Suite *s = suite_create("agent");
+	TCase *tc = tcase_create("raagent");
+
+	tcase_add_unchecked_fixture(tc, NULL, NULL);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, t_direct_view_control);
+	tcase_add_test(tc, t_rfb_unknown_type);
+	tcase_add_test(tc, t_wrong_psk);
+	tcase_add_test(tc, t_decline);
+	tcase_add_test(tc, t_expire_tears_down);
+	tcase_add_test(tc, t_cancel_tears_down);
+	tcase_add_test(tc, t_relay);
+	tcase_add_test(tc, t_bench);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN);
+	slapd_ok = tl_slapd_start(NULL, &slapd) == 0;
+	sr = srunner_create(agent_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	if (slapd_ok)
+		tl_slapd_destroy(&slapd);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
