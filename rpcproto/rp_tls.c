@@ -668,6 +668,15 @@ tls_handshake_done(struct rp_tls *t)
 			    t, RP_TLS_CLOSED_HANDSHAKE, "PSK identity missing");
 			return;
 		}
+		/* A server with certificates too allows TLS 1.2 for them;
+		 * external PSKs stay TLS 1.3 only. */
+		if (gnutls_protocol_get_version(t->s) != GNUTLS_TLS1_3) {
+			gnutls_alert_send(
+			    t->s, GNUTLS_AL_FATAL, GNUTLS_A_PROTOCOL_VERSION);
+			tls_flush_then_finish(t, RP_TLS_CLOSED_HANDSHAKE,
+			    "PSK before TLS 1.3 refused");
+			return;
+		}
 	}
 	if (t->ctx->role == RP_TLS_SERVER) {
 		if (tls_verify_client(t, err, sizeof(err)) != 0) {

@@ -933,8 +933,18 @@ psk_lookup(void *arg, const char *identity, unsigned char *key, size_t *keylen)
 
 /* A PSK-only server (no certificate: the helper's listener) and a client
  * offering identity/key. */
+static void psk_pair_srv(struct pair *p, const char *identity,
+    const unsigned char *key, int with_certs);
+
 static void
 psk_pair(struct pair *p, const char *identity, const unsigned char *key)
+{
+	psk_pair_srv(p, identity, key, 0);
+}
+
+static void
+psk_pair_srv(struct pair *p, const char *identity, const unsigned char *key,
+    int with_certs)
 {
 	struct rp_tls_opts so = {0}, co = {0};
 	struct sockaddr_storage ss;
@@ -950,6 +960,12 @@ psk_pair(struct pair *p, const char *identity, const unsigned char *key)
 	so.psk_lookup = psk_lookup;
 	so.psk_arg = &psk_lookups;
 	so.handshake_timeout_ms = 5000;
+	if (with_certs) {
+		so.ca_file = tl_path(pki, "ca.pem");
+		so.cert_file = tl_path(pki, "broker.pem");
+		so.key_file = tl_path(pki, "broker-key.pem");
+		so.client_cert = RP_TLS_CLIENT_CERT_REQUEST;
+	}
 	p->sctx = rp_tls_ctx_new(&so, err, sizeof(err));
 	ck_assert_msg(p->sctx != NULL, "server ctx: %s", err);
 	p->l = tl_listen(p->base, 0, accept_cb, p, &p->port);
@@ -1057,6 +1073,43 @@ START_TEST(psk_server_refuses_certificates)
 }
 END_TEST
 
+START_TEST(psk_and_certificates_on_one_server)
+{
+	struct pair p;
+	struct rp_tls_opts so = {0};
+	char err[512];
+
+	/* A server with certificates and a PSK lookup serves both kinds. */
+	psk_pair_srv(&p, "ticket-7f3a", psk_key, 1);
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	ck_assert(p.c.ready && p.s.ready);
+	ck_assert_str_eq(p.s.psk_id, "ticket-7f3a");
+	ck_assert_str_eq(p.s.version, "TLS1.3");
+	ck_assert_int_eq(p.s.has_peer_id, 0);
+	rp_tls_close(p.c.t);
+	ck_assert(tl_run_until(p.base, both_closed, &p, 5000));
+	pair_free(&p);
+
+	pair_init(&p, RP_TLS_CLIENT_CERT_REQUEST, 5000, 0);
+	rp_tls_ctx_free(p.sctx);
+	so.role = RP_TLS_SERVER;
+	so.ca_file = tl_path(pki, "ca.pem");
+	so.cert_file = tl_path(pki, "broker.pem");
+	so.key_file = tl_path(pki, "broker-key.pem");
+	so.client_cert = RP_TLS_CLIENT_CERT_REQUEST;
+	so.psk_lookup = psk_lookup;
+	so.psk_arg = &psk_lookups;
+	p.sctx = rp_tls_ctx_new(&so, err, sizeof(err));
+	ck_assert_msg(p.sctx != NULL, "%s", err);
+	pair_client(&p, "ws-042", "localhost", 0);
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	ck_assert(p.c.ready && p.s.ready);
+	ck_assert_str_eq(p.s.peer_id, "ws-042.corp.example");
+	ck_assert_str_eq(p.s.psk_id, "");
+	pair_free(&p);
+}
+END_TEST
+
 static Suite *
 tls_suite(void)
 {
@@ -1094,6 +1147,7 @@ tls_suite(void)
 	tcase_add_test(tc, psk_wrong_key);
 	tcase_add_test(tc, psk_unknown_identity);
 	tcase_add_test(tc, psk_server_refuses_certificates);
+	tcase_add_test(tc, psk_and_certificates_on_one_server);
 	suite_add_tcase(s, tc);
 	return s;
 }
