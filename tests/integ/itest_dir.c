@@ -423,6 +423,60 @@ START_TEST(test_name_forms)
 }
 END_TEST
 
+START_TEST(test_upn_filter_and_account_attr)
+{
+	struct fix f;
+	struct res r = {0};
+
+	conf(&f.c, &S, 0);
+	f.c.upn_filter = strdup("(&(objectClass=inetOrgPerson)(mail=%s))");
+	free(f.c.user_name_attr);
+	f.c.user_name_attr = strdup("cn");
+	fix_open(&f);
+	/* user@realm goes through upn_filter with the whole name */
+	ck_assert_int_eq(users(&f, "alice@corp.example", &r), 0);
+	ck_assert_str_eq(r.e->dn, DN_ALICE);
+	ck_assert_str_eq(r.e->account, "CORP\\Alice Helpdesk");
+	/* bob has no mail: not found by UPN, found by uid */
+	ck_assert_int_eq(users(&f, "bob@corp.example", &r), RP_ERR_NOT_FOUND);
+	ck_assert_int_eq(users(&f, "CORP\\bob", &r), 0);
+	res_clear(&r);
+	fix_close(&f);
+}
+END_TEST
+
+/* Two domains whose bases nest: LAB = ou=Contractors inside CORP. */
+START_TEST(test_two_domains)
+{
+	struct fix f;
+	struct res r = {0};
+
+	conf(&f.c, &S, 0);
+	f.c.domains = realloc(f.c.domains, 2 * sizeof(*f.c.domains));
+	f.c.domains[1].netbios = strdup("LAB");
+	f.c.domains[1].realm = strdup("lab.example");
+	f.c.domains[1].base_dn = strdup("ou=Contractors,dc=corp,dc=example");
+	f.c.ndomains = 2;
+	fix_open(&f);
+	/* under LAB's base only one twin: unique */
+	ck_assert_int_eq(pws(&f, "LAB\\twin", "twin-pw", &r), 0);
+	ck_assert_str_eq(r.e->dn, "uid=twin,ou=Contractors,dc=corp,dc=example");
+	ck_assert_str_eq(r.e->account, "LAB\\twin");
+	ck_assert_str_eq(r.e->domain, "LAB");
+	ck_assert_int_eq(users(&f, "twin@LAB.example", &r), 0);
+	/* under CORP's base both: ambiguous */
+	ck_assert_int_eq(users(&f, "CORP\\twin", &r), RP_ERR_NOT_FOUND);
+	ck_assert_msg(strstr(r.msg, "ambiguous") != NULL, "%s", r.msg);
+	/* alice is not under LAB's base */
+	ck_assert_int_eq(users(&f, "LAB\\alice", &r), RP_ERR_NOT_FOUND);
+	/* groups are named by the domain whose base holds them */
+	ck_assert_int_eq(users(&f, "alice", &r), 0);
+	ck_assert(has_group(r.e, "CORP\\helpdesk"));
+	res_clear(&r);
+	fix_close(&f);
+}
+END_TEST
+
 /* ---- groups ---- */
 
 static const char *const carol_groups[] = {
@@ -907,6 +961,8 @@ dir_suite(void)
 	tcase_add_test(tc, test_special_characters);
 	tcase_add_test(tc, test_ambiguous_and_unknown);
 	tcase_add_test(tc, test_name_forms);
+	tcase_add_test(tc, test_upn_filter_and_account_attr);
+	tcase_add_test(tc, test_two_domains);
 	tcase_add_test(tc, test_nested_walk);
 	tcase_add_test(tc, test_nested_memberof);
 	tcase_add_test(tc, test_inchain_refused_on_slapd);
