@@ -498,13 +498,6 @@ bk_h_auth_start(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		    "no directory configured: helpers cannot log in", NULL);
 		return;
 	}
-	if (rl_blocked(ctx, p->addr)) {
-		log_info("%s: auth.start refused: too many failures", p->addr);
-		rp_conn_error(c, id, RP_ERR_RATE_LIMITED,
-		    "too many failed logins from this address; try later",
-		    NULL);
-		return;
-	}
 	if (az_sasl_parse_start(
 	        params, &mech, &initial, &len, &has, why, sizeof(why)) != 0) {
 		rp_conn_error(c, id, RP_ERR_INVALID_PARAMS, why, NULL);
@@ -530,6 +523,22 @@ bk_h_auth_start(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	else if (strcasecmp(mech, "EXTERNAL") == 0)
 		snprintf(pd->user, sizeof(pd->user), "%s",
 		    rp_conn_peer_id(c) ? rp_conn_peer_id(c) : "");
+	if (rl_blocked(ctx, p->addr)) {
+		/* Audited (who tried, from where), not counted again. */
+		log_info("%s: auth.start refused: too many failures", p->addr);
+		bk_audit(ctx, BK_AE_AUTH_FAILED,
+		    json_pack("{s:s, s:s, s:s, s:s}", "user", pd->user, "mech",
+		        p->mech, "host", p->addr, "reason", "rate_limited"));
+		if (initial) {
+			explicit_bzero(initial, len);
+			free(initial);
+		}
+		pending_free(pd);
+		rp_conn_error(c, id, RP_ERR_RATE_LIMITED,
+		    "too many failed logins from this address; try later",
+		    NULL);
+		return;
+	}
 	rc = az_sasl_start(p->sasl, mech, initial, len, has, auth_done, pd);
 	if (initial) {
 		explicit_bzero(initial, len);

@@ -519,6 +519,9 @@ START_TEST(t_wrong_password)
 	                         "initial", "AGFsaWNlAGFsaWNlLXB3"),
 	                     10000, NULL),
 	    RP_ERR_RATE_LIMITED);
+	ck_assert(
+	    tl_broker_wait_audit(&b, "\"reason\":\"rate_limited\"", 1, 2000));
+	ck_assert_int_eq(tl_broker_audit_count(&b, "alice-pw"), 0);
 	tl_client_free(c);
 	tl_broker_destroy(&b);
 	event_base_free(base);
@@ -885,12 +888,63 @@ START_TEST(t_offer_through_core)
 }
 END_TEST
 
+/* The directory goes away: agents (with require_computer_object) and
+ * helpers get directory_unavailable, promptly; when it is back, both work
+ * again. (Own tcase: it stops the tcase's slapd.) */
+START_TEST(t_directory_down)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *ag, *h;
+	uint64_t t0;
+	int rc;
+
+	broker_up(&b, policy_helpdesk, 5);
+	ck_assert_int_eq(tl_slapd_stop(&slapd), 0);
+	ag = connect_as(base, &b, "ws-042");
+	t0 = tl_now_ms();
+	ck_assert_int_eq(
+	    tl_client_call(ag, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), 15000,
+	        NULL),
+	    RP_ERR_DIRECTORY_UNAVAILABLE);
+	ck_assert_msg(tl_now_ms() - t0 < 8000, "took %llu ms",
+	    (unsigned long long)(tl_now_ms() - t0));
+	h = connect_as(base, &b, NULL);
+	rc = tl_client_helper_login(h, "alice", "alice-pw");
+	ck_assert_int_eq(rc, RP_ERR_DIRECTORY_UNAVAILABLE);
+	/* Not counted as a wrong password. */
+	ck_assert_int_eq(tl_broker_audit_count(&b, "\"auth_failed\""), 0);
+	tl_client_free(h);
+	tl_client_free(ag);
+
+	ck_assert_int_eq(tl_slapd_restart(&slapd), 0);
+	/* The directory layer backs off after failures: retry, bounded. */
+	t0 = tl_now_ms();
+	do {
+		ag = connect_as(base, &b, "ws-042");
+		rc = tl_client_agent_login(ag, "ws-042.corp.example", NULL);
+		tl_client_free(ag);
+		if (rc != 0)
+			tl_run_until(base, NULL, NULL, 500);
+	} while (rc != 0 && tl_now_ms() - t0 < 40000);
+	ck_assert_msg(
+	    rc == 0, "agent hello after the directory came back: %d", rc);
+	h = connect_as(base, &b, NULL);
+	ck_assert_int_eq(tl_client_helper_login(h, "alice", "alice-pw"), 0);
+	tl_client_free(h);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *
 broker_suite(void)
 {
 	Suite *s = suite_create("broker");
 	TCase *tc = tcase_create("check");
 	TCase *tl = tcase_create("live");
+	TCase *td;
 
 	tcase_add_unchecked_fixture(tc, slapd_up, slapd_down);
 	tcase_set_timeout(tc, 60);
@@ -916,6 +970,12 @@ broker_suite(void)
 	tcase_add_test(tl, t_max_connections);
 	tcase_add_test(tl, t_offer_through_core);
 	suite_add_tcase(s, tl);
+
+	td = tcase_create("directory");
+	tcase_add_unchecked_fixture(td, slapd_up, slapd_down);
+	tcase_set_timeout(td, 120);
+	tcase_add_test(td, t_directory_down);
+	suite_add_tcase(s, td);
 	return s;
 }
 
