@@ -995,13 +995,13 @@ search(struct az_worker *w, const char *base, int scope, const char *filter,
 		        rc != LDAP_NO_SUCH_OBJECT);
 		if (!is_down(rc) && w->probing)
 			note_up(w); /* the server answered the probe */
+		if (rc == LDAP_SIZELIMIT_EXCEEDED && sizelimit == 0)
+			log_warnx("directory: server size limit reached for "
+			          "%s under \"%s\": results truncated",
+			    filter, base);
 		if (rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED ||
 		    rc == LDAP_NO_SUCH_OBJECT) {
-			if (*res == NULL) {
-				/* keep "empty" uniform for callers */
-				return 0;
-			}
-			return 0;
+			return 0; /* *res may be NULL: first_entry copes */
 		}
 		diag(w->svc, db, sizeof(db));
 		ldap_msgfree(*res);
@@ -1270,14 +1270,16 @@ groups_walk(struct az_worker *w, const char *dn, struct glist *g, char *msg,
 			for (size_t k = i; k < end; k++) {
 				tmp = az_filter_escape(
 				    front.dns[k], strlen(front.dns[k]));
-				if (tmp == NULL)
+				if (tmp == NULL) {
+					rc = RP_ERR_NOMEM;
 					break;
+				}
 				fprintf(
 				    f, "(%s=%s)", d->c.group_member_attr, tmp);
 				free(tmp);
 			}
 			fputs(")", f);
-			if (fclose(f) != 0 || filter == NULL) {
+			if (fclose(f) != 0 || filter == NULL || rc != 0) {
 				free(filter);
 				rc = RP_ERR_NOMEM;
 				break;
