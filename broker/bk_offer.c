@@ -553,6 +553,22 @@ offer_decline(struct offer *o, enum bk_ticket_state to, const char *reason,
 	(void)offer_move(o, to, reason, user);
 }
 
+/* A connected session ends without the agent's "disconnected" (expiry,
+ * cancel, revoke): audit its end here. */
+static void
+session_cut(struct offer *o, const char *reason)
+{
+	json_t *f;
+
+	if (o->t->state != BK_TS_CONNECTED)
+		return;
+	f = tfields(o->t);
+	json_object_set_new(
+	    f, "session_seconds", json_integer(bk_now() - o->t->connected_at));
+	json_object_set_new(f, "reason", json_string(reason));
+	audit(o->os->ctx, BK_AE_SESSION_DISCONNECTED, f);
+}
+
 static void
 offer_expire(struct offer *o)
 {
@@ -564,13 +580,7 @@ offer_expire(struct offer *o)
 	json_object_set_new(f, "expires_at", json_integer(o->t->expires_at));
 	audit(ctx, BK_AE_TICKET_EXPIRED, f);
 	tell_agent_revoked(o, "expired");
-	if (o->t->state == BK_TS_CONNECTED) {
-		f = tfields(o->t);
-		json_object_set_new(f, "session_seconds",
-		    json_integer(bk_now() - o->t->connected_at));
-		json_object_set_new(f, "reason", json_string("expired"));
-		audit(ctx, BK_AE_SESSION_DISCONNECTED, f);
-	}
+	session_cut(o, "expired");
 	if (o->t->state != BK_TS_EXPIRED) {
 		(void)offer_move(o, BK_TS_EXPIRED, "expired", NULL);
 		return;
@@ -1033,6 +1043,7 @@ bk_h_offer_cancel(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	    f, "state", json_string(bk_ticket_state_name(o->t->state)));
 	json_object_set_new(f, "reason", json_string("helper"));
 	audit(ctx, BK_AE_OFFER_CANCELLED, f);
+	session_cut(o, "cancelled");
 	if (id != NULL)
 		rp_conn_reply(c, id, json_pack("{s:s}", "state", "cancelled"));
 	tell_agent_revoked(o, "cancelled");
@@ -1216,13 +1227,7 @@ bk_h_ticket_expire(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	json_object_set_new(
 	    f, "state", json_string(bk_ticket_state_name(o->t->state)));
 	audit(ctx, BK_AE_TICKET_REVOKED, f);
-	if (o->t->state == BK_TS_CONNECTED) {
-		f = tfields(o->t);
-		json_object_set_new(f, "session_seconds",
-		    json_integer(bk_now() - o->t->connected_at));
-		json_object_set_new(f, "reason", json_string("revoked"));
-		audit(ctx, BK_AE_SESSION_DISCONNECTED, f);
-	}
+	session_cut(o, "revoked");
 	if (id != NULL)
 		rp_conn_reply(c, id, json_pack("{s:s}", "state", "revoked"));
 	(void)offer_move(o, BK_TS_REVOKED, "revoked", user);

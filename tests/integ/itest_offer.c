@@ -681,6 +681,40 @@ START_TEST(t_control)
 }
 END_TEST
 
+/* control.request asks the policy again: after a reload that leaves alice
+ * view only, her connected control ticket cannot be escalated. */
+START_TEST(t_control_policy_reload)
+{
+	struct tl_client *a, *h;
+	json_t *res = NULL;
+	char tid[33];
+
+	broker_with(policy_main, NULL);
+	a = agent("ws-042", WS42, "CORP\\bob");
+	h = helper("alice");
+	accepted_ticket(h, a, "control", tid, NULL, 0);
+	connected(h, a, tid);
+	ck_assert_int_eq(tl_broker_write_policy(&br,
+	                     "scope workstations ou=\"ou=Workstations,"
+	                     "ou=Computers,dc=corp,dc=example\"\n"
+	                     "allow view group \"CORP\\helpdesk\" on "
+	                     "workstations\n"),
+	    0);
+	ck_assert_int_eq(tl_broker_signal(&br, SIGHUP), 0);
+	ck_assert(audit_wait("policy_reloaded", 1));
+	ck_assert_int_eq(tl_client_call(h, "control.request",
+	                     json_pack("{s:s}", "ticket", tid), T_WAIT, &res),
+	    RP_ERR_FORBIDDEN);
+	ck_assert_ptr_nonnull(
+	    strstr(jstr(json_object_get(res, "data"), "rule"), "allow view"));
+	json_decref(res);
+	ck_assert_ptr_null(
+	    tl_client_wait_request(a, "control.prompt", 300, NULL));
+	tl_client_free(h);
+	tl_client_free(a);
+}
+END_TEST
+
 /* The novice ends the session from the agent at any time. */
 START_TEST(t_novice_expire)
 {
@@ -948,6 +982,7 @@ suite(void)
 	tcase_add_test(tc, t_nobody);
 	tcase_add_test(tc, t_refusals);
 	tcase_add_test(tc, t_control);
+	tcase_add_test(tc, t_control_policy_reload);
 	tcase_add_test(tc, t_novice_expire);
 	tcase_add_test(tc, t_cancel_and_helper_gone);
 	tcase_add_test(tc, t_expiry);
