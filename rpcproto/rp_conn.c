@@ -305,8 +305,10 @@ rp_conn_reply(struct rp_conn *c, json_t *id, json_t *result)
 	if (rc == RP_ERR_LINE_TOO_LONG) {
 		log_warnx("%s: reply too long for one line, sent an error",
 		    rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : "conn");
-		conn_send_error(c, id, RP_ERR_LINE_TOO_LONG,
-		    "result too large for one line", NULL);
+		conn_send_error(c, id, RP_ERR_INTERNAL,
+		    "result too large for one line",
+		    json_pack(
+		        "{s:s}", "reason", rp_err_name(RP_ERR_LINE_TOO_LONG)));
 	}
 	return rc;
 }
@@ -821,12 +823,14 @@ conn_protocol_error(struct rp_conn *c, int code, const char *msg)
 /* A message rp_conn rejected itself: report, answer (when answerable: id
  * NULL means "id": null), count, and close after too many in a row. */
 static void
-conn_reject(
-    struct rp_conn *c, int answer, json_t *id, int code, const char *msg)
+conn_reject_data(struct rp_conn *c, int answer, json_t *id, int code,
+    const char *msg, json_t *data)
 {
 	conn_protocol_error(c, code, msg);
 	if (answer && rp_conn_is_open(c))
-		conn_send_error(c, id, code, msg, NULL);
+		conn_send_error(c, id, code, msg, data);
+	else
+		json_decref(data);
 	if (c->bad_lines < 255)
 		c->bad_lines++;
 	if (c->bad_lines >= c->max_bad_lines && rp_conn_is_open(c)) {
@@ -838,6 +842,13 @@ conn_reject(
 		    rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : "conn", why);
 		rp_conn_close(c, why);
 	}
+}
+
+static void
+conn_reject(
+    struct rp_conn *c, int answer, json_t *id, int code, const char *msg)
+{
+	conn_reject_data(c, answer, id, code, msg, NULL);
 }
 
 static const struct rp_method *
@@ -1033,7 +1044,12 @@ conn_process(struct rp_conn *c)
 		case RP_FRAME_TOO_LONG:
 			snprintf(text, sizeof(text),
 			    "line longer than %u bytes", c->frame.max);
-			conn_reject(c, 1, NULL, RP_ERR_LINE_TOO_LONG, text);
+			/* JSON-RPC's own code; the reason says which rule. */
+			conn_reject_data(c, 1, NULL, RP_ERR_INVALID_REQUEST,
+			    text,
+			    json_pack("{s:s, s:i}", "reason",
+			        rp_err_name(RP_ERR_LINE_TOO_LONG), "max",
+			        (json_int_t)c->frame.max));
 			break;
 		case RP_FRAME_BAD_UTF8:
 			snprintf(text, sizeof(text),

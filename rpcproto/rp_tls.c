@@ -582,7 +582,12 @@ tls_verify_client(struct rp_tls *t, char *err, size_t errlen)
 		}
 		return 0;
 	}
-	r = gnutls_certificate_verify_peers2(t->s, &status);
+	/* The certificate must be issued for TLS clients: a server
+	 * certificate from the same CA must not pass as a machine or a
+	 * helper identity. */
+	gnutls_typed_vdata_st purpose = {.type = GNUTLS_DT_KEY_PURPOSE_OID,
+	    .data = (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT};
+	r = gnutls_certificate_verify_peers(t->s, &purpose, 1, &status);
 	if (r < 0) {
 		snprintf(
 		    err, errlen, "client certificate: %s", gnutls_strerror(r));

@@ -590,11 +590,15 @@ START_TEST(line_too_long)
 
 	j = raw_line(&w);
 	ck_assert(json_is_null(json_object_get(j, "id")));
-	/* rp_conn answers an over-long line with RP_ERR_LINE_TOO_LONG
-	 * ("line_too_long"), not -32600: see the report. */
+	/* JSON-RPC's Invalid Request, with the reason naming the rule. */
 	ck_assert_int_eq(json_integer_value(json_object_get(
 	                     json_object_get(j, "error"), "code")),
-	    RP_ERR_LINE_TOO_LONG);
+	    RP_ERR_INVALID_REQUEST);
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(
+	        json_object_get(json_object_get(j, "error"), "data"),
+	        "reason")),
+	    "line_too_long");
 	json_decref(j);
 	/* The connection keeps working. */
 	j = raw_line(&w);

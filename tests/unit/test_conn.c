@@ -423,7 +423,8 @@ peer_expect_silence(int ms)
 
 /* Checks an error reply: code, data.reason, id (JSON text), message part. */
 static void
-check_error(json_t *r, int code, const char *id, const char *msg_part)
+check_error_reason(json_t *r, int code, const char *reason, const char *id,
+    const char *msg_part)
 {
 	json_t *e = json_object_get(r, "error");
 	json_t *want_id = json_loads(id, JSON_DECODE_ANY, NULL);
@@ -433,7 +434,7 @@ check_error(json_t *r, int code, const char *id, const char *msg_part)
 	ck_assert_int_eq(json_integer_value(json_object_get(e, "code")), code);
 	ck_assert_str_eq(json_string_value(json_object_get(
 	                     json_object_get(e, "data"), "reason")),
-	    rp_err_name(code));
+	    reason);
 	ck_assert_msg(json_equal(json_object_get(r, "id"), want_id),
 	    "id mismatch, want %s", id);
 	msg = json_string_value(json_object_get(e, "message"));
@@ -444,6 +445,12 @@ check_error(json_t *r, int code, const char *id, const char *msg_part)
 	    json_string_value(json_object_get(r, "jsonrpc")), "2.0");
 	json_decref(want_id);
 	json_decref(r);
+}
+
+static void
+check_error(json_t *r, int code, const char *id, const char *msg_part)
+{
+	check_error_reason(r, code, rp_err_name(code), id, msg_part);
 }
 
 static void
@@ -519,9 +526,8 @@ START_TEST(test_malformed_lines)
 	big[RP_LINE_MAX + 11] = '\0';
 	peer_send(big);
 	peer_send("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"req.only\"}\n");
-	check_error(peer_recv(), RP_ERR_LINE_TOO_LONG, "null",
-	    "line longer "
-	    "than 65536");
+	check_error_reason(peer_recv(), RP_ERR_INVALID_REQUEST, "line_too_long",
+	    "null", "line longer than 65536");
 	check_result_str(peer_recv(), "9", "ok"); /* next line fine */
 
 	peer_send("[]\n");
@@ -772,7 +778,8 @@ END_TEST
 START_TEST(test_big_reply)
 {
 	peer_send("{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"big\"}\n");
-	check_error(peer_recv(), RP_ERR_LINE_TOO_LONG, "8", "too large");
+	check_error_reason(
+	    peer_recv(), RP_ERR_INTERNAL, "line_too_long", "8", "too large");
 	ck_assert(rp_conn_is_open(conn));
 }
 END_TEST

@@ -449,6 +449,14 @@ START_TEST(expired_client_refused)
 }
 END_TEST
 
+START_TEST(server_cert_as_client_refused)
+{
+	/* broker.pem comes from the right CA but is a TLS *server*
+	 * certificate: it must not pass as a machine identity. */
+	refused("broker", RP_TLS_CLIENT_CERT_REQUIRE, "purpose");
+}
+END_TEST
+
 START_TEST(no_cert_require_refused)
 {
 	refused(NULL, RP_TLS_CLIENT_CERT_REQUIRE, "ertificate");
@@ -1127,6 +1135,7 @@ tls_suite(void)
 	tcase_add_test(tc, rogue_client_refused);
 	tcase_add_test(tc, rogue_client_refused_request);
 	tcase_add_test(tc, expired_client_refused);
+	tcase_add_test(tc, server_cert_as_client_refused);
 	tcase_add_test(tc, no_cert_require_refused);
 	tcase_add_test(tc, no_cert_request_accepted);
 	tcase_add_test(tc, cn_only_identity);
