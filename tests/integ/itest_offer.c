@@ -715,6 +715,31 @@ START_TEST(t_control_policy_reload)
 }
 END_TEST
 
+/* At most 256 offers of one account await consent at a time. */
+START_TEST(t_rate_limited)
+{
+	struct tl_client *a, *h;
+	json_t *res = NULL;
+	int i, rc;
+
+	broker_with("defaults prompt-timeout=60s\n"
+	            "allow view group \"CORP\\helpdesk\" on all\n",
+	    NULL);
+	a = agent("ws-042", WS42, "CORP\\bob");
+	h = helper("alice");
+	for (i = 0; i < 256; i++) {
+		rc = offer(h, WS42, "view", &res);
+		ck_assert_msg(rc == 0, "offer %d: %d", i, rc);
+		json_decref(res);
+	}
+	ck_assert_int_eq(offer(h, WS42, "view", &res), RP_ERR_RATE_LIMITED);
+	json_decref(res);
+	ck_assert_int_eq(audit_n("ticket_created"), 256);
+	tl_client_free(h);
+	tl_client_free(a);
+}
+END_TEST
+
 /* The novice ends the session from the agent at any time. */
 START_TEST(t_novice_expire)
 {
@@ -983,6 +1008,7 @@ suite(void)
 	tcase_add_test(tc, t_refusals);
 	tcase_add_test(tc, t_control);
 	tcase_add_test(tc, t_control_policy_reload);
+	tcase_add_test(tc, t_rate_limited);
 	tcase_add_test(tc, t_novice_expire);
 	tcase_add_test(tc, t_cancel_and_helper_gone);
 	tcase_add_test(tc, t_expiry);
