@@ -671,7 +671,7 @@ START_TEST(test_down_then_recover)
 		el = now_ms() - t0;
 		ck_assert_msg(r.done, "no answer while the directory is down");
 		ck_assert_int_eq(r.code, RP_ERR_DIRECTORY_UNAVAILABLE);
-		ck_assert_msg(el <= 1500 + 300, "answer after %llu ms", el);
+		ck_assert_msg(el <= 1500 + 500, "answer after %llu ms", el);
 		/* the loop ran its 10 ms timer meanwhile */
 		ck_assert_msg(
 		    ticks + 3 >= el / 10 / 2, "%u ticks in %llu ms", ticks, el);
@@ -720,13 +720,14 @@ START_TEST(test_hung_server)
 	t0 = now_ms();
 	ck_assert_int_eq(
 	    pws(&f, "alice", "alice-pw", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
-	ck_assert_msg(now_ms() - t0 <= 1000 + 300, "%s", r.msg);
+	ck_assert_msg(now_ms() - t0 <= 1000 + 500, "%s", r.msg);
 	/* in back-off now: the next answer comes at once */
 	t0 = now_ms();
 	ck_assert_int_eq(
 	    pws(&f, "alice", "alice-pw", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
 	el = now_ms() - t0;
-	ck_assert_msg(el < 150, "back-off answer after %llu ms", el);
+	/* (a real attempt would take net_timeout, 500 ms) */
+	ck_assert_msg(el < 400, "back-off answer after %llu ms", el);
 	ck_assert_msg(strstr(r.msg, "next attempt") != NULL, "%s", r.msg);
 	for (int i = 0; i < 3; i++) {
 		t0 = now_ms();
@@ -734,7 +735,7 @@ START_TEST(test_hung_server)
 		    RP_ERR_DIRECTORY_UNAVAILABLE);
 		el = now_ms() - t0;
 		ck_assert_msg(
-		    el <= 1000 + 300, "answer after %llu ms: %s", el, r.msg);
+		    el <= 1000 + 500, "answer after %llu ms: %s", el, r.msg);
 		usleep(300000); /* let the backoff expire now and then */
 	}
 	ck_assert_int_eq(kill(s2.pid, SIGCONT), 0);
@@ -898,7 +899,17 @@ START_TEST(test_queue_full_and_submit)
 	f.c.queue_max = 2;
 	fix_open(&f);
 	ck_assert_int_eq(az_dir_submit(f.d, slow_job, slow_done, &s), 0);
-	usleep(100000); /* the worker has taken it: the queue is empty */
+	/* wait until the worker has taken it: the queue is empty */
+	t0 = now_ms();
+	for (;;) {
+		struct az_dir_stats st;
+
+		az_dir_get_stats(f.d, &st);
+		if (st.queued == 0)
+			break;
+		ck_assert_msg(now_ms() - t0 < 2000, "worker never started");
+		usleep(5000);
+	}
 	ck_assert_int_eq(az_dir_lookup_user(f.d, "alice", on_entry, &r1), 0);
 	ck_assert_int_eq(az_dir_lookup_user(f.d, "bob", on_entry, &r2), 0);
 	ck_assert_int_eq(az_dir_lookup_user(f.d, "carol", on_entry, &r3),
