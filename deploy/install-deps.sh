@@ -22,6 +22,9 @@ PKGS=(
     check
     slapd ldap-utils
     python3
+    # the quickstart (deploy/demo.sh) and operations: a real VNC server on a
+    # virtual display, curl for /metrics and /health, logrotate, the .deb
+    xvfb x11vnc curl logrotate dpkg-dev fakeroot
 )
 
 apt-get update
