@@ -157,6 +157,7 @@ do_start() { # dir
 	local d=$1 try
 	mkdir -p "$d"
 	d=$(cd "$d" && pwd)
+	do_stop "$d" # a slapd still running there would lose its database
 	SLAPD_TLS=${SLAPD_TLS:-1}
 	pki=${SLAPD_PKI:-$d/pki}
 	[ -f "$pki/ca.pem" ] || bash "$here/mkpki.sh" "$pki" >/dev/null
