@@ -122,6 +122,43 @@ tl_broker_write_policy(struct tl_broker *b, const char *text)
 	return rename(tmp, b->policy);
 }
 
+/* Brokers not yet destroyed, so that a test that fails half-way (Check
+ * exits its child process) leaves no daemon and no directory behind. */
+#define LIVE_MAX 16
+static struct tl_broker *live[LIVE_MAX];
+static pid_t live_owner[LIVE_MAX];
+
+static void
+live_cleanup(void)
+{
+	for (int i = 0; i < LIVE_MAX; i++)
+		if (live[i] != NULL && live_owner[i] == getpid())
+			tl_broker_destroy(live[i]);
+}
+
+static void
+live_add(struct tl_broker *b)
+{
+	static int registered;
+
+	if (!registered && atexit(live_cleanup) == 0)
+		registered = 1;
+	for (int i = 0; i < LIVE_MAX; i++)
+		if (live[i] == NULL || live_owner[i] != getpid()) {
+			live[i] = b;
+			live_owner[i] = getpid();
+			return;
+		}
+}
+
+static void
+live_del(struct tl_broker *b)
+{
+	for (int i = 0; i < LIVE_MAX; i++)
+		if (live[i] == b)
+			live[i] = NULL;
+}
+
 int
 tl_broker_setup(struct tl_broker *b, const struct tl_broker_opts *o)
 {
@@ -138,6 +175,7 @@ tl_broker_setup(struct tl_broker *b, const struct tl_broker_opts *o)
 		return -1;
 	snprintf(b->dir, sizeof(b->dir), "%s", dir);
 	free(dir);
+	live_add(b);
 	snprintf(b->conf, sizeof(b->conf), "%s/rabrokerd.conf", b->dir);
 	snprintf(b->policy, sizeof(b->policy), "%s/policy.conf", b->dir);
 	snprintf(b->audit, sizeof(b->audit), "%s/audit.log", b->dir);
@@ -444,10 +482,12 @@ tl_broker_restart(struct tl_broker *b)
 void
 tl_broker_destroy(struct tl_broker *b)
 {
+	live_del(b);
 	if (b->pid > 0)
 		tl_broker_stop(b, SIGKILL, 5000, NULL);
 	if (b->dir[0] != '\0' && getenv("TL_KEEP") == NULL)
 		tl_rmtree(b->dir);
+	b->dir[0] = '\0';
 }
 
 int

@@ -101,6 +101,7 @@ START_TEST(t_defaults)
 	c = load("[metrics]\nlisten = [2001:db8::1]:9464\nallow_remote = yes\n",
 	    err, sizeof(err));
 	ck_assert_msg(c != NULL, "%s", err);
+	bk_config_free(c);
 }
 END_TEST
 
