@@ -81,6 +81,7 @@ struct cl_offer {
 	size_t psklen;
 	int have_ticket;
 	int accepted;
+	int said_waiting;
 	char users[256];
 	/* outcome */
 	int done;
@@ -1038,7 +1039,13 @@ on_offer_update(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 	const char *reason = jstr(params, "reason");
 	const char *ctl = jstr(params, "control");
 	const char *relay = jstr(params, "relay");
-	const char *who = *user ? user : o->users[0] ? o->users : "the user";
+	const char *who;
+
+	if (strcmp(user, "(unknown)") == 0)
+		user = "";
+	if (strcmp(reason, st) == 0)
+		reason = ""; /* "declined (declined)" says nothing more */
+	who = *user ? user : o->users[0] ? o->users : "the user";
 
 	(void)c;
 	(void)id;
@@ -1067,11 +1074,13 @@ on_offer_update(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 		    "the agent could not reach this machine and waits at "
 		    "the broker's relay");
 		start_relay(o);
+		return;
 	}
 	if (o->cfg->cmd != CL_CMD_OFFER)
 		return;
 	if (strcmp(st, "prompting") == 0) {
-		say(o, "waiting for %s to answer...", who);
+		if (!o->said_waiting++)
+			say(o, "waiting for %s to answer...", who);
 	} else if (strcmp(st, "accepted") == 0) {
 		struct timeval tv = {(time_t)o->cfg->relay_after_s, 0};
 		o->accepted = 1;
@@ -1172,7 +1181,7 @@ create_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 		say(o, "ticket %s (%s, expires %s; rule: %s)", o->ticket,
 		    jstr(res, "mode"), when, jstr(res, "rule"));
 	}
-	if (strcmp(jstr(res, "state"), "prompting") == 0)
+	if (strcmp(jstr(res, "state"), "prompting") == 0 && !o->said_waiting++)
 		say(o, "waiting for %s to answer...",
 		    o->users[0] ? o->users : "the user");
 }

@@ -36,7 +36,7 @@ cl_offer_config_new(void)
 	if (c == NULL)
 		return NULL;
 	c->timeout_s = 120;
-	c->relay_after_s = 10;
+	c->relay_after_s = 0;
 	c->call_timeout_s = 15;
 	c->log_level = LOG_LVL_WARN;
 	return c;
