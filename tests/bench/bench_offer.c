@@ -592,6 +592,7 @@ main(int argc, char **argv)
 	char cert[700], key[700];
 	int ch, i, hst = 0, conc;
 	uint64_t t0, t_conn, t_meas;
+	long cpu0, cpu1;
 	double secs;
 
 	while ((ch = getopt(argc, argv, "n:o:c:t:")) != -1) {
@@ -701,10 +702,12 @@ main(int argc, char **argv)
 		goto fail;
 	}
 
+	cpu0 = tl_broker_cpu_ms(&br);
 	t0 = now_us();
 	start_offers();
 	tl_run_until(base, done_all, NULL, (unsigned)tlimit * 1000);
 	t_meas = now_us() - t0;
+	cpu1 = tl_broker_cpu_ms(&br);
 	secs = t_meas / 1e6;
 	qsort(lat_prompt, (size_t)completed, sizeof(uint64_t), cmp_u64);
 	qsort(lat_acc, (size_t)completed, sizeof(uint64_t), cmp_u64);
@@ -730,6 +733,11 @@ main(int argc, char **argv)
 	printf("%-34s %10.2f\n", "create->accepted max (ms)",
 	    completed ? lat_acc[completed - 1] / 1000.0 : 0);
 	printf("%-34s %10.2f\n", "agents connect+register (s)", t_conn / 1e6);
+	printf("%-34s %10.1f\n", "rabrokerd CPU during offers (%)",
+	    cpu0 >= 0 && cpu1 >= 0 ? 100.0 * (cpu1 - cpu0) / (t_meas / 1e3)
+	                           : -1.0);
+	printf("%-34s %10.1f\n", "rabrokerd RSS (MiB)",
+	    tl_broker_rss(&br) / 1048576.0);
 	printf("%-34s %10ld\n", "audit lines written",
 	    tl_broker_audit_count(&br, "\"event\""));
 
