@@ -83,6 +83,7 @@ struct bk_peer {
 	int busy;                    /* an async hello/auth is in flight */
 	int closing;                 /* close requested by the broker */
 	char mech[24];               /* SASL mechanism in progress */
+	void *auth_pending;          /* bk_session.c: SASL step in flight */
 };
 
 struct bk_ctx {
@@ -130,6 +131,10 @@ void bk_agents_conn_closed(
     struct bk_ctx *ctx, struct bk_peer *p, const char *why);
 /* Closes agents silent for three keepalive intervals (periodic sweep). */
 void bk_agents_sweep(struct bk_ctx *ctx);
+
+/* bk_session.c: the peer is being freed: drop its SASL session and any
+ * answer still owed to it. */
+void bk_session_peer_gone(struct bk_peer *p);
 
 /* bk_session.c: per-address counter of failed logins. */
 struct bk_ratelimit *bk_ratelimit_new(void);

@@ -477,6 +477,13 @@ bk_h_agent_register(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		    "fqdn: expected a string", NULL);
 		return;
 	}
+	for (const char *q = fqdn; *q; q++)
+		if (!isalnum((unsigned char)*q) && *q != '-' && *q != '.' &&
+		    *q != '_') {
+			rp_conn_error(c, id, RP_ERR_INVALID_PARAMS,
+			    "fqdn: not a host name", NULL);
+			return;
+		}
 	if (strlen(fqdn) > AG_FQDN_MAX || strcasecmp(fqdn, p->machine) != 0) {
 		log_warnx("agent %s (certificate %s) tried to register as "
 		          "\"%.253s\": refused",

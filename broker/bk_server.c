@@ -101,8 +101,7 @@ peer_unlink_free(struct bk_server *s, struct bk_peer *p)
 		s->peers = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
-	if (p->sasl != NULL)
-		az_sasl_sess_free(p->sasl);
+	bk_session_peer_gone(p);
 	az_entry_free(p->user);
 	az_entry_free(p->computer);
 	free(p->machine);
@@ -176,6 +175,10 @@ hs_on_ready(struct rp_tls *t, void *arg)
 	rp_conn_set_data(p->conn, p);
 	log_debug("%s: TLS ready (%s), client certificate: %s", p->addr,
 	    rp_tls_version(t), id ? id : "none");
+	if (ctx->server->draining) {
+		p->closing = 1;
+		rp_conn_close(p->conn, "broker shutting down");
+	}
 }
 
 static void
@@ -322,6 +325,18 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
 	for (struct bk_peer *p = s->peers; p != NULL; p = p->next) {
 		if (p->conn == NULL || p->closing || p->busy)
 			continue;
+		if ((rp_conn_state(p->conn) & RP_ST_AGENT) &&
+		    p->agent == NULL &&
+		    now - p->since > (int64_t)ctx->cfg->login_timeout_s +
+		            (int64_t)ctx->cfg->relay_wait_timeout_s) {
+			/* hello as agent but never registered (nor paired in
+			 * the relay): nobody can reach it, close it. */
+			log_info("%s: agent %s never registered: closing",
+			    p->addr, p->machine ? p->machine : "?");
+			p->closing = 1;
+			rp_conn_close(p->conn, "no agent.register");
+			continue;
+		}
 		if (!(rp_conn_state(p->conn) & RP_ST_PREAUTH))
 			continue;
 		if (now - p->since > (int64_t)ctx->cfg->login_timeout_s) {

@@ -175,6 +175,23 @@ pending_free(struct pending *pd)
 	free(pd);
 }
 
+void
+bk_session_peer_gone(struct bk_peer *p)
+{
+	/* Freeing the SASL session drops a completion in flight (az_sasl.h),
+	 * so the answer we owed will never be asked for: free it here. */
+	if (p->sasl != NULL)
+		az_sasl_sess_free(p->sasl);
+	p->sasl = NULL;
+	if (p->auth_pending != NULL) {
+		struct pending *pd = p->auth_pending;
+		p->auth_pending = NULL;
+		json_decref(pd->id);
+		rp_conn_unref(pd->c);
+		free(pd);
+	}
+}
+
 /* The peer if the connection is still there to answer. */
 static struct bk_peer *
 pending_peer(struct pending *pd)
@@ -418,9 +435,11 @@ auth_done(enum az_sasl_status st, int code, const unsigned char *challenge,
 {
 	struct pending *pd = arg;
 	struct bk_ctx *ctx = pd->ctx;
-	struct bk_peer *p = pending_peer(pd);
+	struct bk_peer *p = bk_peer_of(pd->c);
 
-	if (p == NULL)
+	if (p != NULL && p->auth_pending == pd)
+		p->auth_pending = NULL;
+	if (p == NULL || !rp_conn_is_open(pd->c))
 		goto out;
 	p->busy = 0;
 	switch (st) {
@@ -550,6 +569,7 @@ bk_h_auth_start(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		return;
 	}
 	p->busy = 1;
+	p->auth_pending = pd;
 }
 
 void
@@ -589,4 +609,5 @@ bk_h_auth_step(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		return;
 	}
 	p->busy = 1;
+	p->auth_pending = pd;
 }

@@ -597,6 +597,23 @@ START_TEST(t_sigterm_drains)
 	ag = connect_as(base, &b, "ws-042");
 	ck_assert_int_eq(
 	    tl_client_agent_login(ag, "ws-042.corp.example", NULL), 0);
+	/* A helper that leaves in the middle of its SASL exchange (the
+	 * broker must not keep what it owed it: under ASan a leak would
+	 * change the exit status below). */
+	{
+		struct tl_client *h = connect_as(base, &b, NULL);
+		ck_assert_int_eq(
+		    tl_client_call(h, "hello",
+		        json_pack("{s:i, s:s}", "version", 1, "role", "helper"),
+		        5000, NULL),
+		    0);
+		tl_client_call(h, "auth.start",
+		    json_pack("{s:s, s:s}", "mechanism", "PLAIN", "initial",
+		        "AGFsaWNlAGFsaWNlLXB3"),
+		    1, NULL);
+		tl_client_free(h);
+		tl_run_until(base, NULL, NULL, 300);
+	}
 	ck_assert_int_eq(tl_broker_signal(&b, SIGTERM), 0);
 	/* The broker closes us gracefully... */
 	ck_assert_msg(tl_client_wait_closed(ag, 3000), "agent not told to go");
