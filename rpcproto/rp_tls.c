@@ -40,7 +40,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -66,18 +68,24 @@
 #define TLS_NAME_MAX 253
 #define TLS_PSK_ID_MAX 255
 #define TLS_PSK_KEY_MAX 64
+#define TLS_TICKET_LIFETIME_S 3600u
+#define TLS_TICKET_KEY_PEM "RABROKER SESSION TICKET KEY"
 
 struct rp_tls_ctx {
 	enum rp_tls_role role;
 	enum rp_tls_client_cert client_cert;
 	unsigned hs_timeout_ms;
 	size_t high_water;
+	int no_self_pause;                     /* rp_tls_opts.stream */
 	gnutls_certificate_credentials_t cert; /* NULL: PSK-only server */
 	gnutls_psk_server_credentials_t psk_srv;
 	gnutls_priority_t prio;     /* certificates (and PSK on a server) */
 	gnutls_priority_t prio_psk; /* client PSK connections */
 	int (*psk_lookup)(void *, const char *, unsigned char *, size_t *);
 	void *psk_arg;
+	gnutls_datum_t ticket_key; /* server: session ticket master key */
+	unsigned ticket_lifetime_s;
+	int resumption; /* client: accept session tickets */
 };
 
 enum tls_state {
@@ -148,6 +156,108 @@ psk_server_cb(
 	return 0;
 }
 
+/*
+ * The session ticket master key. GnuTLS derives the key that encrypts
+ * tickets from it and changes that derived key every ticket lifetime, so
+ * the file itself is the long-term secret: whoever reads it can decrypt
+ * tickets (and the client certificates inside them) and mint resumptions.
+ * Kept in a file, tickets survive a restart (and brokers sharing the file
+ * accept each other's tickets). Missing: made with a fresh key, mode 0600.
+ */
+static int
+tls_ticket_key(
+    struct rp_tls_ctx *ctx, const char *file, char *err, size_t errlen)
+{
+	gnutls_datum_t raw = {NULL, 0}, pem = {NULL, 0};
+	struct stat st;
+	char buf[1024];
+	ssize_t n;
+	int fd, r;
+
+	if (file == NULL) {
+		if ((r = gnutls_session_ticket_key_generate(&ctx->ticket_key)) <
+		    0) {
+			snprintf(err, errlen, "tls: session ticket key: %s",
+			    gnutls_strerror(r));
+			return -1;
+		}
+		return 0;
+	}
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT) {
+		if ((r = gnutls_session_ticket_key_generate(&raw)) < 0 ||
+		    (r = gnutls_pem_base64_encode2(
+		         TLS_TICKET_KEY_PEM, &raw, &pem)) < 0) {
+			snprintf(err, errlen, "tls: session ticket key: %s",
+			    gnutls_strerror(r));
+			goto fail;
+		}
+		fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 ||
+		    write(fd, pem.data, pem.size) != (ssize_t)pem.size ||
+		    fsync(fd) != 0) {
+			snprintf(err, errlen, "tls: ticket key file %s: %s",
+			    file, strerror(errno));
+			if (fd >= 0) {
+				close(fd);
+				unlink(file);
+			}
+			goto fail;
+		}
+		close(fd);
+		gnutls_free(pem.data);
+		ctx->ticket_key = raw;
+		log_info("made a new session ticket key in %s", file);
+		return 0;
+	}
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		snprintf(err, errlen, "tls: ticket key file %s: %s", file,
+		    strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO))) {
+		snprintf(err, errlen,
+		    "tls: ticket key file %s is %s (mode %04o); chmod 600 it",
+		    file,
+		    S_ISREG(st.st_mode) ? "readable by group or others"
+		                        : "not a regular file",
+		    (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return -1;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0) {
+		snprintf(err, errlen, "tls: ticket key file %s: %s", file,
+		    n < 0 ? strerror(errno) : "empty");
+		return -1;
+	}
+	buf[n] = '\0';
+	pem.data = (unsigned char *)buf;
+	pem.size = (unsigned)n;
+	r = gnutls_pem_base64_decode2(TLS_TICKET_KEY_PEM, &pem, &raw);
+	pem.data = NULL;
+	gnutls_memset(buf, 0, sizeof(buf));
+	if (r < 0 || raw.size != 64) {
+		snprintf(err, errlen,
+		    "tls: ticket key file %s: not a session ticket key "
+		    "(delete it to have a new one made)",
+		    file);
+		goto fail;
+	}
+	ctx->ticket_key = raw;
+	return 0;
+fail:
+	if (raw.data != NULL) {
+		gnutls_memset(raw.data, 0, raw.size);
+		gnutls_free(raw.data);
+	}
+	gnutls_free(pem.data);
+	return -1;
+}
+
 struct rp_tls_ctx *
 rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
 {
@@ -168,6 +278,7 @@ rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
 	                                             : TLS_HS_TIMEOUT_MS;
 	ctx->high_water =
 	    o->out_high_water ? o->out_high_water : TLS_HIGH_WATER;
+	ctx->no_self_pause = o->stream;
 	ctx->psk_lookup = o->psk_lookup;
 	ctx->psk_arg = o->psk_arg;
 
@@ -239,6 +350,22 @@ rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
 		    epos ? epos : "?", gnutls_strerror(r));
 		goto fail;
 	}
+	if (o->role == RP_TLS_SERVER &&
+	    (o->session_tickets || o->ticket_key_file != NULL)) {
+		if (o->psk_lookup != NULL) {
+			snprintf(err, errlen,
+			    "tls: session tickets cannot be combined with "
+			    "external PSKs (a PSK session must not be "
+			    "resumable)");
+			goto fail;
+		}
+		if (tls_ticket_key(ctx, o->ticket_key_file, err, errlen) < 0)
+			goto fail;
+		ctx->ticket_lifetime_s = o->ticket_lifetime_s
+		    ? o->ticket_lifetime_s
+		    : TLS_TICKET_LIFETIME_S;
+	}
+	ctx->resumption = o->role == RP_TLS_CLIENT && o->session_resumption;
 	if (o->role == RP_TLS_CLIENT) {
 		r = gnutls_priority_init(
 		    &ctx->prio_psk, TLS_PRIO_PSK_ONLY, &epos);
@@ -267,6 +394,10 @@ rp_tls_ctx_free(struct rp_tls_ctx *ctx)
 		gnutls_certificate_free_credentials(ctx->cert);
 	if (ctx->psk_srv != NULL)
 		gnutls_psk_free_server_credentials(ctx->psk_srv);
+	if (ctx->ticket_key.data != NULL) {
+		gnutls_memset(ctx->ticket_key.data, 0, ctx->ticket_key.size);
+		gnutls_free(ctx->ticket_key.data);
+	}
 	free(ctx);
 }
 
@@ -449,7 +580,8 @@ tls_check_high(struct rp_tls *t)
 {
 	size_t hw = t->ctx->high_water;
 
-	if (t->paused || t->bev == NULL || t->state != ST_OPEN)
+	if (t->paused || t->bev == NULL || t->state != ST_OPEN ||
+	    t->ctx->no_self_pause)
 		return;
 	if (evbuffer_get_length(bufferevent_get_output(t->bev)) <= hw)
 		return;
@@ -944,9 +1076,19 @@ tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
 	evutil_make_socket_nonblocking(fd);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	flags = (ctx->role == RP_TLS_SERVER ? GNUTLS_SERVER : GNUTLS_CLIENT) |
-	    GNUTLS_NONBLOCK | GNUTLS_NO_TICKETS;
+	    GNUTLS_NONBLOCK;
+	/* Tickets only where asked for, and never around an external PSK. */
+	if (ctx->ticket_key.data == NULL && (!ctx->resumption || psk_client))
+		flags |= GNUTLS_NO_TICKETS;
 	if (gnutls_init(&t->s, flags) < 0)
 		goto fail;
+	if (ctx->ticket_key.data != NULL) {
+		if (gnutls_session_ticket_enable_server(
+		        t->s, &ctx->ticket_key) < 0)
+			goto fail;
+		gnutls_db_set_cache_expiration(
+		    t->s, (int)ctx->ticket_lifetime_s);
+	}
 	gnutls_session_set_ptr(t->s, t);
 	if (gnutls_priority_set(t->s, psk_client ? ctx->prio_psk : ctx->prio) <
 	    0)
@@ -1025,10 +1167,12 @@ static struct rp_tls *
 tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
     const struct sockaddr *sa, int salen, evutil_socket_t given,
     const char *host, const char *identity, const unsigned char *key,
-    size_t keylen, const struct rp_tls_cbs *cbs, void *arg)
+    size_t keylen, const struct rp_tls_connect_extra *x,
+    const struct rp_tls_cbs *cbs, void *arg)
 {
 	struct rp_tls *t;
 	evutil_socket_t fd = given;
+	int one = 1;
 	unsigned char tmp[sizeof(struct in6_addr)];
 	gnutls_datum_t k;
 	int r;
@@ -1042,6 +1186,19 @@ tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
 		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
+	if (sa != NULL && x != NULL && x->src != NULL) {
+#ifdef IP_BIND_ADDRESS_NO_PORT
+		/* Pick the port at connect time, per destination: many
+		 * connections from one source address to different ports. */
+		setsockopt(
+		    fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+#endif
+		if (bind(fd, x->src, (socklen_t)x->srclen) != 0) {
+			close(fd);
+			return NULL;
+		}
+	}
+	(void)one;
 	t = tls_new(ctx, base, fd, cbs, arg, identity != NULL);
 	if (t == NULL) {
 		if (sa != NULL)
@@ -1074,6 +1231,10 @@ tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
 			gnutls_server_name_set(
 			    t->s, GNUTLS_NAME_DNS, host, strlen(host));
 		gnutls_session_set_verify_cert(t->s, host, 0);
+		if (x != NULL && x->session != NULL && x->session_len > 0 &&
+		    ctx->resumption)
+			(void)gnutls_session_set_data(
+			    t->s, x->session, x->session_len);
 	}
 	/* Connect first (libevent then holds output until connected), then
 	 * queue the ClientHello. */
@@ -1101,7 +1262,57 @@ rp_tls_connect(struct rp_tls_ctx *ctx, struct event_base *base,
     const struct rp_tls_cbs *cbs, void *arg)
 {
 	return tls_connect(
-	    ctx, base, sa, salen, -1, host, NULL, NULL, 0, cbs, arg);
+	    ctx, base, sa, salen, -1, host, NULL, NULL, 0, NULL, cbs, arg);
+}
+
+struct rp_tls *
+rp_tls_connect_ex(struct rp_tls_ctx *ctx, struct event_base *base,
+    const struct sockaddr *sa, int salen, const char *host,
+    const struct rp_tls_connect_extra *x, const struct rp_tls_cbs *cbs,
+    void *arg)
+{
+	if (sa == NULL)
+		return NULL;
+	return tls_connect(
+	    ctx, base, sa, salen, -1, host, NULL, NULL, 0, x, cbs, arg);
+}
+
+int
+rp_tls_get_session_data(const struct rp_tls *t, void **data, size_t *len)
+{
+	gnutls_datum_t d = {NULL, 0};
+
+	*data = NULL;
+	*len = 0;
+	if (t == NULL || t->state != ST_OPEN || t->ctx->role != RP_TLS_CLIENT ||
+	    !t->ctx->resumption || t->psk_cli != NULL)
+		return -1;
+	/* TLS 1.3: nothing until the server's NewSessionTicket arrived
+	 * (GnuTLS would hand out a placeholder; never wait for it here). */
+	if (gnutls_protocol_get_version(t->s) == GNUTLS_TLS1_3 &&
+	    !(gnutls_session_get_flags(t->s) & GNUTLS_SFLAGS_SESSION_TICKET))
+		return -1;
+	if (gnutls_session_get_data2(t->s, &d) < 0 || d.size <= 4) {
+		gnutls_free(d.data);
+		return -1;
+	}
+	if ((*data = malloc(d.size)) == NULL) {
+		gnutls_free(d.data);
+		return -1;
+	}
+	memcpy(*data, d.data, d.size);
+	*len = d.size;
+	gnutls_memset(d.data, 0, d.size);
+	gnutls_free(d.data);
+	return 0;
+}
+
+int
+rp_tls_resumed(const struct rp_tls *t)
+{
+	if (t == NULL || t->state == ST_HANDSHAKE || t->s == NULL)
+		return 0;
+	return gnutls_session_is_resumed(t->s) != 0;
 }
 
 struct rp_tls *
@@ -1112,8 +1323,8 @@ rp_tls_connect_psk(struct rp_tls_ctx *ctx, struct event_base *base,
 {
 	if (identity == NULL || key == NULL)
 		return NULL;
-	return tls_connect(
-	    ctx, base, sa, salen, -1, NULL, identity, key, keylen, cbs, arg);
+	return tls_connect(ctx, base, sa, salen, -1, NULL, identity, key,
+	    keylen, NULL, cbs, arg);
 }
 
 struct rp_tls *
@@ -1123,8 +1334,8 @@ rp_tls_connect_psk_fd(struct rp_tls_ctx *ctx, struct event_base *base,
 {
 	if (identity == NULL || key == NULL || fd < 0)
 		return NULL;
-	return tls_connect(
-	    ctx, base, NULL, 0, fd, NULL, identity, key, keylen, cbs, arg);
+	return tls_connect(ctx, base, NULL, 0, fd, NULL, identity, key, keylen,
+	    NULL, cbs, arg);
 }
 
 /* ---- user calls ----------------------------------------------------- */

@@ -48,6 +48,11 @@ struct rp_tls_opts {
 	/* Backpressure: stop reading a peer when this many ciphertext bytes wait
 	 * to be sent to it; resume below half. 0 -> 256 KiB. */
 	size_t out_high_water;
+	/* 1: never stop reading a peer because our output to it is full
+	 * (on_drain still reports the drain). For byte splices that do their
+	 * own backpressure per direction: stopping both directions at once
+	 * deadlocks two such peers that both send more than they read. */
+	int stream;
 	/* External PSK mode (expert tickets): TLS 1.3 only, no certificates.
 	 * When psk_lookup is set, a server accepts PSK identities through it; a
 	 * client uses rp_tls_connect_psk(). psk_lookup returns 0 and writes
@@ -56,6 +61,24 @@ struct rp_tls_opts {
 	int (*psk_lookup)(void *arg, const char *identity, unsigned char *key,
 	    size_t *keylen);
 	void *psk_arg;
+	/* Session resumption (TLS 1.3 session tickets), so that a broker
+	 * restarted with many agents does not pay a full handshake with
+	 * certificate signatures for each of them.
+	 * Server: session_tickets issues tickets encrypted with a key held in
+	 * memory, or read from ticket_key_file (PEM-like text, mode 0600;
+	 * created with a fresh random key if missing; refused if group or
+	 * others may read it), so that tickets survive a restart. A resumed
+	 * session carries the client certificate inside the ticket: it is
+	 * verified again against the CA and the current time, and gives the
+	 * same rp_tls_peer_id(). Tickets are accepted for ticket_lifetime_s
+	 * (0 -> 3600) after they were issued. Not allowed with psk_lookup
+	 * (an expert ticket must never be resumable). */
+	int session_tickets;
+	const char *ticket_key_file;
+	unsigned ticket_lifetime_s;
+	/* Client: accept session tickets from the server, so that
+	 * rp_tls_get_session_data() has something to return. */
+	int session_resumption;
 };
 
 struct rp_tls_ctx;
@@ -109,6 +132,31 @@ struct rp_tls *rp_tls_connect_psk(struct rp_tls_ctx *ctx,
     struct event_base *base, const struct sockaddr *sa, int salen,
     const char *identity, const unsigned char *key, size_t keylen,
     const struct rp_tls_cbs *cbs, void *arg);
+
+/* Client side with extras (rp_tls_connect is this with a NULL `x`). */
+struct rp_tls_connect_extra {
+	/* Local address to bind before connecting (port 0: the kernel picks
+	 * one), e.g. many 127.0.0.x sources for a load generator. NULL: any. */
+	const struct sockaddr *src;
+	int srclen;
+	/* Session data from rp_tls_get_session_data() of an earlier
+	 * connection to the same server: offered for resumption. If the
+	 * server does not accept it, a full handshake follows. */
+	const void *session;
+	size_t session_len;
+};
+struct rp_tls *rp_tls_connect_ex(struct rp_tls_ctx *ctx,
+    struct event_base *base, const struct sockaddr *sa, int salen,
+    const char *host, const struct rp_tls_connect_extra *x,
+    const struct rp_tls_cbs *cbs, void *arg);
+/* Client: a malloc'd copy of the session (the server's ticket) for a later
+ * rp_tls_connect_ex(); 0, or -1 if none was received yet (in TLS 1.3 the
+ * ticket comes after the handshake, with or before the first reply) or the
+ * context has no session_resumption. Treat it as a secret. */
+int rp_tls_get_session_data(const struct rp_tls *t, void **data, size_t *len);
+/* 1 if this connection was resumed from a session ticket (after on_ready),
+ * else 0. */
+int rp_tls_resumed(const struct rp_tls *t);
 
 /* Same over an already connected stream fd (e.g. one end of a socketpair
  * spliced into a relay connection: TLS inside TLS). On success the
