@@ -73,6 +73,7 @@ struct cl_agent {
 	const struct cl_agent_config *cfg;
 	char self[512];
 	struct rp_tls_ctx *tls_ctx;
+	struct rp_tls_ctx *relay_ctx; /* same credentials, stream mode */
 	/* broker connection */
 	struct rp_tls *tls; /* during the handshake */
 	struct rp_conn *conn;
@@ -535,7 +536,7 @@ h_ticket_connect(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 	tp.addresses = addrs;
 	tp.timeout_ms = (unsigned)ct * 1000u;
 	tp.relay = a->cfg->relay && (relay == NULL || json_is_true(relay));
-	tp.broker_ctx = a->tls_ctx;
+	tp.broker_ctx = a->relay_ctx;
 	tp.broker_host = a->cfg->broker_host;
 	tp.broker_port = a->cfg->broker_port;
 	tp.server_name = a->cfg->server_name;
@@ -1252,11 +1253,13 @@ cl_agent_new(struct event_base *base, const struct cl_agent_config *cfg,
 	o.cert_file = cfg->cert;
 	o.key_file = cfg->key;
 	a->tls_ctx = rp_tls_ctx_new(&o, err, errlen);
+	o.stream = 1;
+	a->relay_ctx = a->tls_ctx ? rp_tls_ctx_new(&o, err, errlen) : NULL;
 	a->retry = evtimer_new(base, retry_cb, a);
 	a->ping = event_new(base, -1, EV_PERSIST, ping_cb, a);
 	a->poll = event_new(base, -1, EV_PERSIST, poll_cb, a);
-	if (a->tls_ctx == NULL || a->retry == NULL || a->ping == NULL ||
-	    a->poll == NULL) {
+	if (a->tls_ctx == NULL || a->relay_ctx == NULL || a->retry == NULL ||
+	    a->ping == NULL || a->poll == NULL) {
 		cl_agent_free(a);
 		return NULL;
 	}
@@ -1324,6 +1327,7 @@ cl_agent_free(struct cl_agent *a)
 	if (a->poll)
 		event_free(a->poll);
 	rp_tls_ctx_free(a->tls_ctx);
+	rp_tls_ctx_free(a->relay_ctx);
 	free(a->sess);
 	free(a->sess_json);
 	free(a);

@@ -147,8 +147,11 @@ splice_input(struct side *d, struct evbuffer *in)
 		side_write(o, s->tmp);
 	} else
 		side_write(o, in);
-	if (side_pending(o) > CL_SPLICE_HIGH)
+	if (side_pending(o) > CL_SPLICE_HIGH) {
+		log_debug("splice %p: pause %d (other side holds %zu)",
+		    (void *)s, d->idx, side_pending(o));
 		side_reading(d, 0);
+	}
 }
 
 /* Side d drained some output. */
@@ -157,8 +160,10 @@ splice_drained(struct side *d)
 {
 	struct side *o = &d->s->sd[!d->idx];
 
-	if (o->paused && side_pending(d) <= CL_SPLICE_HIGH / 2)
+	if (o->paused && side_pending(d) <= CL_SPLICE_HIGH / 2) {
+		log_debug("splice %p: resume %d", (void *)d->s, o->idx);
 		side_reading(o, 1);
+	}
 }
 
 static void
@@ -912,6 +917,7 @@ cl_tunnel_start(struct event_base *base, const struct cl_tunnel_params *p,
 	memset(&o, 0, sizeof(o));
 	o.role = RP_TLS_CLIENT;
 	o.handshake_timeout_ms = t->timeout_ms + 1000;
+	o.stream = 1; /* the splice does the backpressure */
 	t->psk_ctx = rp_tls_ctx_new(&o, err, sizeof(err));
 	if (t->psk_ctx == NULL)
 		log_warnx("ticket %s: %s", p->ticket, err);

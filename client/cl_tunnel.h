@@ -78,7 +78,8 @@ struct cl_tunnel_params {
 	unsigned timeout_ms; /* per address */
 	int relay;           /* relay fallback allowed */
 	/* broker, for the relay */
-	struct rp_tls_ctx *broker_ctx; /* machine certificate */
+	struct rp_tls_ctx *broker_ctx; /* machine certificate; made with
+	                                  rp_tls_opts.stream = 1 */
 	const char *broker_host, *broker_port, *server_name;
 	/* local side */
 	const char *target_host, *target_port;

@@ -199,6 +199,7 @@ hl_setup(void)
 	memset(&o, 0, sizeof(o));
 	o.role = RP_TLS_SERVER;
 	o.psk_lookup = hl_lookup;
+	o.stream = 1;
 	o.psk_arg = &hl;
 	hl.ctx = rp_tls_ctx_new(&o, err, sizeof(err));
 	ck_assert_msg(hl.ctx != NULL, "%s", err);
@@ -906,6 +907,7 @@ relay_helper_join(void)
 	memset(&rh, 0, sizeof(rh));
 	memset(&o, 0, sizeof(o));
 	o.role = RP_TLS_CLIENT;
+	o.stream = 1;
 	snprintf(ca, sizeof(ca), "%s/ca.pem", br.pki);
 	o.ca_file = ca;
 	rh.ctx = rp_tls_ctx_new(&o, err, sizeof(err));
@@ -1146,6 +1148,11 @@ agent_suite(void)
 	tcase_add_test(tc, t_expire_tears_down);
 	tcase_add_test(tc, t_cancel_tears_down);
 	tcase_add_test(tc, t_relay);
+	suite_add_tcase(s, tc);
+	/* CK_RUN_CASE=bench RABROKER_BENCH_TUNNEL=1 runs only the benchmark */
+	tc = tcase_create("bench");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, t_bench);
 	suite_add_tcase(s, tc);
 	return s;
