@@ -8,10 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 
 #include "rp_tls.h"
 #include "tl_util.h"
@@ -1118,6 +1123,397 @@ START_TEST(psk_and_certificates_on_one_server)
 }
 END_TEST
 
+/* ---- session resumption (session tickets) ---------------------------- */
+
+struct rs {
+	struct event_base *base;
+	struct rp_tls_ctx *sctx;
+	struct tl_listener *l;
+	uint16_t port;
+	struct end s, c;
+};
+
+static void
+rs_accept(evutil_socket_t fd, void *arg)
+{
+	struct rs *r = arg;
+
+	r->s.t = rp_tls_accept(r->sctx, r->base, fd, &cbs, &r->s);
+	if (r->s.t == NULL)
+		close(fd);
+}
+
+static struct rp_tls_ctx *
+rs_server_ctx(
+    const char *key_file, unsigned lifetime_s, char *err, size_t errlen)
+{
+	struct rp_tls_opts so = {0};
+
+	so.role = RP_TLS_SERVER;
+	so.ca_file = tl_path(pki, "ca.pem");
+	so.cert_file = tl_path(pki, "broker.pem");
+	so.key_file = tl_path(pki, "broker-key.pem");
+	so.client_cert = RP_TLS_CLIENT_CERT_REQUEST;
+	so.session_tickets = 1;
+	so.ticket_key_file = key_file;
+	so.ticket_lifetime_s = lifetime_s;
+	return rp_tls_ctx_new(&so, err, errlen);
+}
+
+static struct rp_tls_ctx *
+rs_client_ctx(const char *cert_file, const char *key_file)
+{
+	struct rp_tls_opts co = {0};
+	struct rp_tls_ctx *c;
+	char err[512];
+
+	co.role = RP_TLS_CLIENT;
+	co.ca_file = tl_path(pki, "ca.pem");
+	co.cert_file = cert_file;
+	co.key_file = key_file;
+	co.session_resumption = 1;
+	c = rp_tls_ctx_new(&co, err, sizeof(err));
+	ck_assert_msg(c != NULL, "client ctx: %s", err);
+	return c;
+}
+
+static int
+rs_settled(void *arg)
+{
+	struct rs *r = arg;
+
+	return (r->s.ready || r->s.closes) && (r->c.ready || r->c.closes);
+}
+
+static int
+rs_closed(void *arg)
+{
+	struct rs *r = arg;
+
+	return (r->s.t == NULL || r->s.closes) && r->c.closes;
+}
+
+static int
+rs_client_got(void *arg)
+{
+	struct rs *r = arg;
+
+	return evbuffer_get_length(r->c.got) > 0 || r->c.closes;
+}
+
+/*
+ * One connection from cctx to the server in sctx, offering `session`
+ * (NULL: none). Returns 1 if both ends were ready. *resumed: as the server
+ * saw it. *out (if not NULL): the new ticket, after one exchange of data.
+ */
+static int
+rs_connect(struct rp_tls_ctx *sctx, struct rp_tls_ctx *cctx,
+    const void *session, size_t slen, int *resumed, char *peer_id, size_t idlen,
+    void **out, size_t *outlen, enum rp_tls_close_reason *why)
+{
+	struct rs r;
+	struct sockaddr_storage ss;
+	struct rp_tls_connect_extra x = {0};
+	int sl, ok;
+
+	memset(&r, 0, sizeof(r));
+	r.base = event_base_new();
+	r.sctx = sctx;
+	r.s.got = evbuffer_new();
+	r.c.got = evbuffer_new();
+	r.l = tl_listen(r.base, 0, rs_accept, &r, &r.port);
+	ck_assert_ptr_nonnull(r.l);
+	sl = tl_loopback((struct sockaddr *)&ss, 0, r.port);
+	x.session = session;
+	x.session_len = slen;
+	r.c.t = rp_tls_connect_ex(cctx, r.base, (struct sockaddr *)&ss, sl,
+	    "localhost", &x, &cbs, &r.c);
+	ck_assert_ptr_nonnull(r.c.t);
+	tl_run_until(r.base, rs_settled, &r, 5000);
+	ok = r.s.ready == 1 && r.c.ready == 1;
+	*resumed = ok ? rp_tls_resumed(r.s.t) : 0;
+	if (ok)
+		ck_assert_int_eq(rp_tls_resumed(r.c.t), *resumed);
+	snprintf(peer_id, idlen, "%s", r.s.peer_id);
+	if (why != NULL)
+		*why = r.s.why;
+	if (ok && out != NULL) {
+		/* The ticket follows the handshake; one reply brings it. */
+		ck_assert_int_eq(rp_tls_write(r.s.t, "hi\n", 3), 0);
+		tl_run_until(r.base, rs_client_got, &r, 5000);
+		ck_assert_int_eq(
+		    rp_tls_get_session_data(r.c.t, out, outlen), 0);
+		ck_assert_uint_gt(*outlen, 0);
+	}
+	if (r.s.t != NULL && !r.s.closes)
+		rp_tls_close(r.s.t);
+	if (r.c.t != NULL && !r.c.closes)
+		rp_tls_close(r.c.t);
+	tl_run_until(r.base, rs_closed, &r, 5000);
+	tl_run_until(r.base, NULL, NULL, 20);
+	tl_listen_free(r.l);
+	evbuffer_free(r.s.got);
+	evbuffer_free(r.c.got);
+	event_base_free(r.base);
+	return ok;
+}
+
+START_TEST(resume_keeps_peer_id)
+{
+	struct rp_tls_ctx *sctx, *cctx;
+	char err[512], id[256];
+	void *tk = NULL, *tk2 = NULL;
+	size_t tl = 0, tl2 = 0;
+	int resumed;
+
+	sctx = rs_server_ctx(NULL, 0, err, sizeof(err));
+	ck_assert_msg(sctx != NULL, "%s", err);
+	cctx = rs_client_ctx(
+	    tl_path(pki, "ws-042.pem"), tl_path(pki, "ws-042-key.pem"));
+	ck_assert(rs_connect(
+	    sctx, cctx, NULL, 0, &resumed, id, sizeof(id), &tk, &tl, NULL));
+	ck_assert_int_eq(resumed, 0);
+	ck_assert_str_eq(id, "ws-042.corp.example");
+	/* Resumed: no certificate messages, same verified identity. */
+	ck_assert(rs_connect(
+	    sctx, cctx, tk, tl, &resumed, id, sizeof(id), &tk2, &tl2, NULL));
+	ck_assert_int_eq(resumed, 1);
+	ck_assert_str_eq(id, "ws-042.corp.example");
+	/* A ticket is not bound to the client's key pair: whoever holds it
+	 * resumes as its identity (so it is a secret, like the key). Another
+	 * machine's credentials with ws-042's ticket still get ws-042's
+	 * identity, never a mix; without a ticket, its own. */
+	rp_tls_ctx_free(cctx);
+	cctx = rs_client_ctx(
+	    tl_path(pki, "ws-043.pem"), tl_path(pki, "ws-043-key.pem"));
+	ck_assert(rs_connect(
+	    sctx, cctx, NULL, 0, &resumed, id, sizeof(id), NULL, NULL, NULL));
+	ck_assert_int_eq(resumed, 0);
+	ck_assert_str_eq(id, "ws-043.corp.example");
+	free(tk);
+	free(tk2);
+	rp_tls_ctx_free(cctx);
+	rp_tls_ctx_free(sctx);
+}
+END_TEST
+
+START_TEST(resume_other_key_full_handshake)
+{
+	struct rp_tls_ctx *a, *b, *cctx;
+	char err[512], id[256];
+	void *tk = NULL;
+	size_t tl = 0;
+	int resumed;
+
+	a = rs_server_ctx(NULL, 0, err, sizeof(err));
+	b = rs_server_ctx(NULL, 0, err, sizeof(err));
+	ck_assert(a != NULL && b != NULL);
+	cctx = rs_client_ctx(
+	    tl_path(pki, "ws-042.pem"), tl_path(pki, "ws-042-key.pem"));
+	ck_assert(rs_connect(
+	    a, cctx, NULL, 0, &resumed, id, sizeof(id), &tk, &tl, NULL));
+	/* b cannot decrypt a's ticket: full handshake, still the right
+	 * identity. */
+	ck_assert(rs_connect(
+	    b, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, NULL));
+	ck_assert_int_eq(resumed, 0);
+	ck_assert_str_eq(id, "ws-042.corp.example");
+	/* A damaged ticket: full handshake too. */
+	((unsigned char *)tk)[tl / 2] ^= 0x5a;
+	ck_assert(rs_connect(
+	    a, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, NULL));
+	ck_assert_int_eq(resumed, 0);
+	ck_assert_str_eq(id, "ws-042.corp.example");
+	free(tk);
+	rp_tls_ctx_free(cctx);
+	rp_tls_ctx_free(a);
+	rp_tls_ctx_free(b);
+}
+END_TEST
+
+START_TEST(resume_key_file_survives_restart)
+{
+	struct rp_tls_ctx *sctx, *cctx;
+	char err[512], id[256], file[600];
+	void *tk = NULL;
+	size_t tl = 0;
+	int resumed;
+	struct stat st;
+
+	snprintf(file, sizeof(file), "%s/ticket.key", pki);
+	unlink(file);
+	sctx = rs_server_ctx(file, 0, err, sizeof(err));
+	ck_assert_msg(sctx != NULL, "%s", err);
+	ck_assert_int_eq(stat(file, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	cctx = rs_client_ctx(
+	    tl_path(pki, "ws-042.pem"), tl_path(pki, "ws-042-key.pem"));
+	ck_assert(rs_connect(
+	    sctx, cctx, NULL, 0, &resumed, id, sizeof(id), &tk, &tl, NULL));
+	rp_tls_ctx_free(sctx);
+	/* "Restart": a new context reading the same file. */
+	sctx = rs_server_ctx(file, 0, err, sizeof(err));
+	ck_assert_msg(sctx != NULL, "%s", err);
+	ck_assert(rs_connect(
+	    sctx, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, NULL));
+	ck_assert_int_eq(resumed, 1);
+	ck_assert_str_eq(id, "ws-042.corp.example");
+	rp_tls_ctx_free(sctx);
+	/* Readable by others: refused. Garbage: refused. */
+	chmod(file, 0644);
+	ck_assert_ptr_null(rs_server_ctx(file, 0, err, sizeof(err)));
+	ck_assert_msg(
+	    strstr(err, "readable by group or others") != NULL, "%s", err);
+	chmod(file, 0600);
+	{
+		FILE *f = fopen(file, "w");
+		fputs("not a key\n", f);
+		fclose(f);
+	}
+	ck_assert_ptr_null(rs_server_ctx(file, 0, err, sizeof(err)));
+	ck_assert_msg(
+	    strstr(err, "not a session ticket key") != NULL, "%s", err);
+	unlink(file);
+	free(tk);
+	rp_tls_ctx_free(cctx);
+}
+END_TEST
+
+/* Issues NAME.pem / NAME-key.pem in pki for fqdn, valid until now + secs. */
+static void
+issue_short_cert(const char *name, const char *fqdn, long secs)
+{
+	gnutls_x509_crt_t ca, crt;
+	gnutls_x509_privkey_t cakey, key;
+	gnutls_datum_t d, out;
+	unsigned char serial[8];
+	char path[700];
+	time_t now = time(NULL);
+	FILE *f;
+
+	ck_assert_int_eq(gnutls_load_file(tl_path(pki, "ca.pem"), &d), 0);
+	gnutls_x509_crt_init(&ca);
+	ck_assert_int_eq(
+	    gnutls_x509_crt_import(ca, &d, GNUTLS_X509_FMT_PEM), 0);
+	gnutls_free(d.data);
+	ck_assert_int_eq(gnutls_load_file(tl_path(pki, "ca-key.pem"), &d), 0);
+	gnutls_x509_privkey_init(&cakey);
+	ck_assert_int_eq(
+	    gnutls_x509_privkey_import(cakey, &d, GNUTLS_X509_FMT_PEM), 0);
+	gnutls_free(d.data);
+	gnutls_x509_privkey_init(&key);
+	ck_assert_int_eq(
+	    gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
+	        GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0),
+	    0);
+	gnutls_x509_crt_init(&crt);
+	gnutls_x509_crt_set_version(crt, 3);
+	gnutls_rnd(GNUTLS_RND_NONCE, serial, sizeof(serial));
+	serial[0] &= 0x7f;
+	gnutls_x509_crt_set_serial(crt, serial, sizeof(serial));
+	gnutls_x509_crt_set_activation_time(crt, now - 3600);
+	gnutls_x509_crt_set_expiration_time(crt, now + secs);
+	gnutls_x509_crt_set_dn_by_oid(
+	    crt, GNUTLS_OID_X520_COMMON_NAME, 0, fqdn, (unsigned)strlen(fqdn));
+	gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, fqdn,
+	    (unsigned)strlen(fqdn), GNUTLS_FSAN_SET);
+	gnutls_x509_crt_set_key(crt, key);
+	gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE);
+	gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0);
+	gnutls_x509_crt_set_basic_constraints(crt, 0, -1);
+	ck_assert_int_eq(
+	    gnutls_x509_crt_sign2(crt, ca, cakey, GNUTLS_DIG_SHA256, 0), 0);
+	snprintf(path, sizeof(path), "%s.pem", name);
+	gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &out);
+	f = fopen(tl_path(pki, path), "w");
+	fwrite(out.data, 1, out.size, f);
+	fclose(f);
+	gnutls_free(out.data);
+	snprintf(path, sizeof(path), "%s-key.pem", name);
+	gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &out);
+	f = fopen(tl_path(pki, path), "w");
+	fwrite(out.data, 1, out.size, f);
+	fclose(f);
+	gnutls_free(out.data);
+	gnutls_x509_crt_deinit(crt);
+	gnutls_x509_privkey_deinit(key);
+	gnutls_x509_privkey_deinit(cakey);
+	gnutls_x509_crt_deinit(ca);
+}
+
+/*
+ * The certificate inside a ticket is verified again on every resumption
+ * (chain and validity at that moment): a machine certificate that expired
+ * after the ticket was issued is refused although the ticket is still
+ * valid. And no ticket is accepted beyond its lifetime, so a certificate
+ * that can no longer pass a full handshake (revoked: its CA or CRL no
+ * longer trusts it) gets in by resumption at most for one lifetime.
+ */
+START_TEST(resume_expired_cert_and_lifetime)
+{
+	struct rp_tls_ctx *sctx, *cctx;
+	char err[512], id[256];
+	void *tk = NULL;
+	size_t tl = 0;
+	int resumed;
+	enum rp_tls_close_reason why;
+
+	issue_short_cert("short", "ws-short.corp.example", 2);
+	sctx = rs_server_ctx(NULL, 3600, err, sizeof(err));
+	ck_assert_msg(sctx != NULL, "%s", err);
+	cctx = rs_client_ctx(
+	    tl_path(pki, "short.pem"), tl_path(pki, "short-key.pem"));
+	ck_assert(rs_connect(
+	    sctx, cctx, NULL, 0, &resumed, id, sizeof(id), &tk, &tl, NULL));
+	ck_assert_str_eq(id, "ws-short.corp.example");
+	sleep(3); /* the certificate expires; the ticket does not */
+	ck_assert(!rs_connect(
+	    sctx, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, &why));
+	ck_assert_int_eq(why, RP_TLS_CLOSED_VERIFY);
+	free(tk);
+	tk = NULL;
+	rp_tls_ctx_free(cctx);
+	rp_tls_ctx_free(sctx);
+
+	/* Ticket lifetime 1 s: after it, a full handshake. */
+	sctx = rs_server_ctx(NULL, 1, err, sizeof(err));
+	ck_assert_msg(sctx != NULL, "%s", err);
+	cctx = rs_client_ctx(
+	    tl_path(pki, "ws-042.pem"), tl_path(pki, "ws-042-key.pem"));
+	ck_assert(rs_connect(
+	    sctx, cctx, NULL, 0, &resumed, id, sizeof(id), &tk, &tl, NULL));
+	ck_assert(rs_connect(
+	    sctx, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, NULL));
+	ck_assert_int_eq(resumed, 1);
+	sleep(3);
+	ck_assert(rs_connect(
+	    sctx, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, NULL));
+	ck_assert_int_eq(resumed, 0);
+	ck_assert_str_eq(id, "ws-042.corp.example");
+	free(tk);
+	rp_tls_ctx_free(cctx);
+	rp_tls_ctx_free(sctx);
+}
+END_TEST
+
+/* An external-PSK server never issues tickets (a ticket would outlive the
+ * single-use expert ticket). */
+START_TEST(resume_refused_with_psk)
+{
+	struct rp_tls_opts so = {0};
+	char err[512];
+
+	so.role = RP_TLS_SERVER;
+	so.ca_file = tl_path(pki, "ca.pem");
+	so.cert_file = tl_path(pki, "broker.pem");
+	so.key_file = tl_path(pki, "broker-key.pem");
+	so.psk_lookup = psk_lookup;
+	so.session_tickets = 1;
+	ck_assert_ptr_null(rp_tls_ctx_new(&so, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "session tickets") != NULL, "%s", err);
+}
+END_TEST
+
 static Suite *
 tls_suite(void)
 {
@@ -1157,6 +1553,11 @@ tls_suite(void)
 	tcase_add_test(tc, psk_unknown_identity);
 	tcase_add_test(tc, psk_server_refuses_certificates);
 	tcase_add_test(tc, psk_and_certificates_on_one_server);
+	tcase_add_test(tc, resume_keeps_peer_id);
+	tcase_add_test(tc, resume_other_key_full_handshake);
+	tcase_add_test(tc, resume_key_file_survives_restart);
+	tcase_add_test(tc, resume_expired_cert_and_lifetime);
+	tcase_add_test(tc, resume_refused_with_psk);
 	suite_add_tcase(s, tc);
 	return s;
 }
