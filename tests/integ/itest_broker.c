@@ -960,6 +960,54 @@ START_TEST(t_directory_down)
 }
 END_TEST
 
+#ifdef HAVE_SYSTEMD
+#include <sys/un.h>
+
+/* sd_notify: READY=1 once listening, STOPPING=1 on SIGTERM. */
+START_TEST(t_sd_notify)
+{
+	struct tl_broker b;
+	struct tl_broker_opts o;
+	struct sockaddr_un sun;
+	char buf[512], all[2048] = "";
+	int fd;
+	uint64_t end;
+
+	memset(&o, 0, sizeof(o));
+	o.policy = policy_helpdesk;
+	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	ck_assert_uint_lt(strlen(b.dir) + 8, sizeof(sun.sun_path));
+	memcpy(sun.sun_path, b.dir, strlen(b.dir));
+	memcpy(sun.sun_path + strlen(b.dir), "/notify", 8);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
+	ck_assert(tl_broker_start(&b) == 0);
+	unsetenv("NOTIFY_SOCKET");
+	ck_assert_int_eq(tl_broker_signal(&b, SIGTERM), 0);
+	end = tl_now_ms() + 5000;
+	while (tl_now_ms() < end && strstr(all, "STOPPING=1") == NULL) {
+		ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+		if (n > 0) {
+			buf[n] = '\0';
+			strncat(all, buf, sizeof(all) - strlen(all) - 2);
+			strcat(all, "|");
+		} else
+			usleep(20000);
+	}
+	ck_assert_msg(strstr(all, "READY=1") != NULL, "got: %s", all);
+	ck_assert_msg(strstr(all, "STOPPING=1") != NULL, "got: %s", all);
+	ck_assert_msg(
+	    strstr(all, "READY=1") < strstr(all, "STOPPING=1"), "got: %s", all);
+	ck_assert_int_eq(tl_broker_stop(&b, 0, 8000, NULL), 0);
+	close(fd);
+	tl_broker_destroy(&b);
+}
+END_TEST
+#endif
+
 static Suite *
 broker_suite(void)
 {
@@ -975,6 +1023,9 @@ broker_suite(void)
 	tcase_add_test(tc, t_check_secret_mode);
 	tcase_add_test(tc, t_check_policy_error);
 	tcase_add_test(tc, t_port_taken);
+#ifdef HAVE_SYSTEMD
+	tcase_add_test(tc, t_sd_notify);
+#endif
 	suite_add_tcase(s, tc);
 
 	tcase_add_unchecked_fixture(tl, slapd_up, slapd_down);
