@@ -227,7 +227,7 @@ main(int argc, char **argv)
 	struct bk_ctx *ctx = &st.ctx;
 	struct bk_config *cfg;
 	const char *path = BK_CONFIG_DEFAULT_PATH;
-	int ch, check_only = 0, foreground = 0, rc = 1;
+	int ch, check_only = 0, foreground = 0, rc = 1, to_syslog = 0;
 	char err[8192];
 	struct rp_tls_opts to;
 
@@ -270,6 +270,11 @@ main(int argc, char **argv)
 	to.key_file = cfg->key;
 	to.client_cert = RP_TLS_CLIENT_CERT_REQUEST;
 	to.handshake_timeout_ms = cfg->handshake_timeout_s * 1000;
+	/* Resumption: a restarted broker takes its agents back without a
+	 * certificate signature per agent (docs/SCALE.md). */
+	to.session_tickets = 1;
+	to.ticket_key_file = cfg->ticket_key_file;
+	to.ticket_lifetime_s = cfg->ticket_lifetime_s;
 	if ((ctx->tls = rp_tls_ctx_new(&to, err, sizeof(err))) == NULL) {
 		fprintf(
 		    stderr, "%s: [broker] TLS credentials: %s\n", path, err);
@@ -281,8 +286,10 @@ main(int argc, char **argv)
 		goto out;
 	}
 
-	log_init("rabrokerd", (enum log_level)cfg->log_level,
-	    !foreground && cfg->log_syslog);
+	/* Until we detach, errors also go to the terminal when the log goes
+	 * to syslog: whoever started us must see why it failed. */
+	to_syslog = !foreground && cfg->log_syslog;
+	log_init("rabrokerd", (enum log_level)cfg->log_level, to_syslog);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile(cfg->max_connections);
 	if ((ctx->base = event_base_new()) == NULL) {
@@ -292,13 +299,15 @@ main(int argc, char **argv)
 	if ((ctx->audit = bk_audit_open(cfg->audit_path, cfg->audit_syslog, err,
 	         sizeof(err))) == NULL) {
 		log_errx("audit trail: %s", err);
-		fprintf(stderr, "rabrokerd: audit trail: %s\n", err);
+		if (to_syslog)
+			fprintf(stderr, "rabrokerd: audit trail: %s\n", err);
 		goto out;
 	}
 	if ((ctx->store = bk_store_open(
 	         cfg->store, cfg->store_path, err, sizeof(err))) == NULL) {
 		log_errx("ticket store: %s", err);
-		fprintf(stderr, "rabrokerd: ticket store: %s\n", err);
+		if (to_syslog)
+			fprintf(stderr, "rabrokerd: ticket store: %s\n", err);
 		goto out;
 	}
 	if ((ctx->agents = bk_agents_new()) == NULL ||
@@ -308,7 +317,7 @@ main(int argc, char **argv)
 	}
 	if (bk_server_start(ctx, err, sizeof(err)) != 0) {
 		log_errx("%s", err);
-		if (!foreground)
+		if (to_syslog)
 			fprintf(stderr, "rabrokerd: %s\n", err);
 		goto out;
 	}
