@@ -68,6 +68,8 @@ static const struct cfg_key broker_keys[] = {
     {"max_connections", T_UINT, O(max_connections), 1, 10000000},
     {"drain_timeout", T_SECS, O(drain_timeout_s), 0, 3600},
     {"login_timeout", T_SECS, O(login_timeout_s), 1, 3600},
+    {"ticket_key_file", T_PATH, O(ticket_key_file), 0, 0},
+    {"ticket_lifetime", T_SECS, O(ticket_lifetime_s), 60, 86400},
 };
 static const struct cfg_key dir_keys[] = {
     {"uri", T_STR, D(uri), 0, 0},
@@ -826,6 +828,7 @@ defaults(struct bk_config *c)
 	c->listen_port = 4433;
 	c->handshake_timeout_s = 10;
 	c->keepalive_s = 60;
+	c->ticket_lifetime_s = 3600;
 	c->max_connections = 100000;
 	c->drain_timeout_s = 10;
 	c->login_timeout_s = 60;
@@ -985,6 +988,18 @@ finish(struct pctx *p)
 			perr(p, line_of(p, "directory", "uri"),
 			    "uri: expected ldap://host:port or "
 			    "ldaps://host:port");
+		else if (strncmp(d->uri, "ldap://", 7) == 0 && !d->starttls)
+			perr(p, line_of(p, "directory", "uri"),
+			    "uri: ldap:// needs starttls = yes (passwords "
+			    "never "
+			    "cross in clear); or use ldaps://");
+		else if (strncmp(d->uri, "ldaps://", 8) == 0 && d->starttls)
+			perr(p, line_of(p, "directory", "starttls"),
+			    "starttls = yes contradicts ldaps:// in uri");
+		if (d->ca_file == NULL)
+			perr(p, 0,
+			    "[directory] ca is required (the CA of the "
+			    "directory servers, pinned)");
 		if (d->bind_dn == NULL)
 			perr(p, 0, "[directory] bind_dn is required");
 		if (d->bind_pw_file == NULL)
@@ -1126,6 +1141,7 @@ bk_config_free(struct bk_config *c)
 	free(c->cert);
 	free(c->key);
 	free(c->ca);
+	free(c->ticket_key_file);
 	az_dir_config_clear(&c->dir);
 	free(c->policy_file);
 	free_strv(c->mechanisms, c->nmechanisms);

@@ -119,10 +119,11 @@ START_TEST(t_values)
 	    "[sasl]\nmechanisms = plain\n"
 	    "[log]\nlevel = debug\nsyslog = no\n"
 	    "[directory]\nuri = ldaps://127.0.0.1:636\nbind_dn = cn=x\n"
+	    "ca = %s\n"
 	    "bind_pw_file = %s\nop_timeout = 500ms\ngroup_strategy = memberof\n"
 	    "require_computer_object = yes\n"
 	    "[domain corp]\nrealm = corp.example\nbase_dn = dc=corp\n",
-	    pw);
+	    ca, pw);
 	c = load(extra, err, sizeof(err));
 	ck_assert_msg(c != NULL, "%s", err);
 	ck_assert_str_eq(c->listen_host, "::1");
@@ -176,6 +177,10 @@ START_TEST(t_errors_name_lines)
 	    "t.conf:8: [metrics] listen: 192.0.2.1 is not a loopback");
 	expect_error("[metrics]\nlisten = localhost:9464\n", "numeric");
 	expect_error("[control]\nsocket = run/x.sock\n", "t.conf:8: [control]");
+	expect_error("[directory]\nuri = ldap://127.0.0.1:389\n",
+	    "t.conf:8: uri: ldap:// needs starttls = yes");
+	expect_error("[directory]\nuri = ldaps://h:636\nstarttls = yes\n",
+	    "t.conf:9: starttls = yes contradicts ldaps://");
 	/* two errors: both reported */
 	expect_error("[broker]\nfoo = 1\nbar = 2\n", "t.conf:9: unknown key");
 }
