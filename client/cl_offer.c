@@ -1000,8 +1000,8 @@ relay_authed(struct bconn *b)
 static void
 start_relay(struct cl_offer *o)
 {
-	if (o->done || o->agent != NULL || !o->have_ticket || o->rel != NULL ||
-	    o->relay_tls != NULL)
+	if (o->cfg->cmd != CL_CMD_OFFER || o->done || o->agent != NULL ||
+	    !o->have_ticket || o->rel != NULL || o->relay_tls != NULL)
 		return;
 	if (o->relay_joins >= RELAY_JOINS_MAX) {
 		log_warnx("relay: gave up after %d joins", RELAY_JOINS_MAX);

@@ -262,7 +262,7 @@ rfb_serve(int lfd)
 		static const unsigned char sec[2] = {1, 1},
 		                           ok[4] = {0, 0, 0, 0};
 		unsigned char init[24 + 3];
-		size_t got = 0, i;
+		size_t got = 0, i, need = 0;
 		char types[64] = "", line[160];
 		int sent = 0, logfd;
 
@@ -292,15 +292,20 @@ rfb_serve(int lfd)
 			n = recv(fd, b, sizeof(b), 0);
 			if (n <= 0)
 				break;
-			/* messages are 10-byte FramebufferUpdateRequests or
-			 * 8-byte KeyEvents here; note each type byte */
+			/* FramebufferUpdateRequest (3, 10 bytes) and
+			 * KeyEvent (4, 8 bytes) are all the viewer sends:
+			 * note each message's type */
 			for (i = 0; i < (size_t)n; i++) {
-				size_t at = got + i;
-				if (at % 10 == 0 && strlen(types) < 60)
+				if (need > 0) {
+					need--;
+					continue;
+				}
+				if (strlen(types) < 60)
 					strcat(types,
 					    b[i] == 3       ? "F"
 					        : b[i] == 4 ? "K"
 					                    : "?");
+				need = b[i] == 3 ? 9 : b[i] == 4 ? 7 : 0;
 			}
 			got += (size_t)n;
 			if (!sent) {
@@ -498,11 +503,13 @@ teardown(void)
 
 /* ---- raoffer --------------------------------------------------------------------- */
 
-/* Starts raoffer with the common options and extra ones (NULL ended). */
+/* Starts raoffer with the common options and extra ones (NULL ended);
+ * stdout and stderr go to DIR/NAME.out and DIR/NAME.err. */
 static pid_t
-raoffer(unsigned viewer_port, const char *const *extra)
+raoffer_as(const char *name, unsigned viewer_port, const char *const *extra)
 {
 	static char bin[700], brk[64], vp[16];
+	char out[64], err[64];
 	const char *argv[40];
 	int n = 0;
 
@@ -530,25 +537,27 @@ raoffer(unsigned viewer_port, const char *const *extra)
 	while (extra != NULL && *extra != NULL && n < 38)
 		argv[n++] = *extra++;
 	argv[n] = NULL;
-	return spawn(
-	    argv, tl_path(dir, "raoffer.out"), tl_path(dir, "raoffer.err"));
+	snprintf(out, sizeof(out), "%s.out", name);
+	snprintf(err, sizeof(err), "%s.err", name);
+	return spawn(argv, tl_path(dir, out), tl_path(dir, err));
 }
 
-/*
- * Plays the VNC viewer on the viewer port: RFB handshake, then
- * FramebufferUpdateRequest, KeyEvent (must be dropped: view only),
- * FramebufferUpdateRequest; reads the PAYLOAD pattern; closes. Returns
- * 0, or the step that failed.
- */
-static int
-viewer(unsigned port)
+static pid_t
+raoffer(unsigned viewer_port, const char *const *extra)
 {
-	unsigned char buf[PAYLOAD], ver[12], types[2], res[4], init[27];
-	static const unsigned char fbur[10] = {3, 0, 0, 0, 0, 0, 0, 64, 0, 48};
-	static const unsigned char key[8] = {4, 1, 0, 0, 0, 0, 0, 'x'};
-	unsigned char one = 1;
-	size_t i;
-	int fd = -1, tries, step = 0;
+	return raoffer_as("raoffer", viewer_port, extra);
+}
+
+static const unsigned char fbur[10] = {3, 0, 0, 0, 0, 0, 0, 64, 0, 48};
+static const unsigned char keyev[8] = {4, 1, 0, 0, 0, 0, 0, 'x'};
+
+/* Connects to the viewer port and runs the viewer's half of the RFB 3.8
+ * handshake (security None). Returns the socket, or -step on failure. */
+static int
+viewer_open(unsigned port)
+{
+	unsigned char ver[12], types[2], res[4], init[27], one = 1;
+	int fd = -1, tries, step = 1;
 
 	for (tries = 0; tries < 50 && fd < 0; tries++) {
 		fd = connect_local(port);
@@ -556,43 +565,73 @@ viewer(unsigned port)
 			sleep_ms(100);
 	}
 	if (fd < 0)
-		return 1;
+		return -step;
 	if (++step,
 	    io_full(fd, ver, 12, 0, T_WAIT) != 0 ||
 	        memcmp(ver, "RFB 003.008\n", 12) != 0)
-		goto out;
+		goto fail;
 	if (++step, io_full(fd, "RFB 003.008\n", 12, 1, T_WAIT) != 0)
-		goto out;
+		goto fail;
 	if (++step,
 	    io_full(fd, types, 2, 0, T_WAIT) != 0 || types[0] != 1 ||
 	        types[1] != 1)
-		goto out;
+		goto fail;
 	if (++step,
 	    io_full(fd, &one, 1, 1, T_WAIT) != 0 ||
 	        io_full(fd, res, 4, 0, T_WAIT) != 0 || res[3] != 0)
-		goto out;
+		goto fail;
 	if (++step,
 	    io_full(fd, &one, 1, 1, T_WAIT) != 0 ||
 	        io_full(fd, init, sizeof(init), 0, T_WAIT) != 0 ||
 	        memcmp(init + 24, "e2e", 3) != 0)
-		goto out;
-	if (++step,
-	    io_full(fd, (void *)fbur, 10, 1, T_WAIT) != 0 ||
-	        io_full(fd, (void *)key, 8, 1, T_WAIT) != 0 ||
-	        io_full(fd, (void *)fbur, 10, 1, T_WAIT) != 0)
-		goto out;
-	if (++step, io_full(fd, buf, PAYLOAD, 0, T_WAIT) != 0)
-		goto out;
-	++step;
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -step;
+}
+
+/* Reads the server's PAYLOAD pattern. 0 or -1. */
+static int
+viewer_payload(int fd)
+{
+	static unsigned char buf[PAYLOAD];
+	size_t i;
+
+	if (io_full(fd, buf, PAYLOAD, 0, T_WAIT) != 0)
+		return -1;
 	for (i = 0; i < PAYLOAD; i++)
 		if (buf[i] != pattern(i))
-			goto out;
+			return -1;
+	return 0;
+}
+
+/*
+ * Plays the VNC viewer: handshake, then FramebufferUpdateRequest,
+ * KeyEvent (must be dropped: view only), FramebufferUpdateRequest; reads
+ * the PAYLOAD pattern; closes. Returns 0, or the step that failed.
+ */
+static int
+viewer(unsigned port)
+{
+	int fd = viewer_open(port);
+
+	if (fd < 0)
+		return -fd;
+	if (io_full(fd, (void *)fbur, 10, 1, T_WAIT) != 0 ||
+	    io_full(fd, (void *)keyev, 8, 1, T_WAIT) != 0 ||
+	    io_full(fd, (void *)fbur, 10, 1, T_WAIT) != 0) {
+		close(fd);
+		return 10;
+	}
+	if (viewer_payload(fd) != 0) {
+		close(fd);
+		return 11;
+	}
 	/* let the second request reach the server before closing */
 	sleep_ms(300);
-	step = 0;
-out:
 	close(fd);
-	return step;
+	return 0;
 }
 
 static unsigned
@@ -843,6 +882,130 @@ START_TEST(test_machines_and_pwfile)
 }
 END_TEST
 
+/* Control: a --control ticket starts view-only; "raoffer control ID"
+ * asks the user (the prompt script accepts), the running raoffer is told,
+ * and from then on the viewer's KeyEvent reaches the server. */
+START_TEST(test_control)
+{
+	static const char *const ctl[] = {"--control", WS42, NULL};
+	unsigned vp = viewer_port_free();
+	char *tid, *line, *rfb, *e;
+	const char *cargs[4];
+	pid_t pid, cpid;
+	int fd, rc;
+
+	set_answer(0, 0);
+	pid = raoffer(vp, ctl);
+	tid = ticket_of_run();
+	line = wait_file(
+	    tl_path(dir, "raoffer.out"), "viewer: connect to", T_WAIT);
+	ck_assert_msg(line != NULL, "no session");
+	free(line);
+	fd = viewer_open(vp);
+	ck_assert_msg(fd >= 0, "viewer handshake failed at step %d", -fd);
+	/* view only: the KeyEvent is dropped */
+	ck_assert_int_eq(io_full(fd, (void *)fbur, 10, 1, T_WAIT), 0);
+	ck_assert_int_eq(io_full(fd, (void *)keyev, 8, 1, T_WAIT), 0);
+	ck_assert_int_eq(viewer_payload(fd), 0);
+	ck_assert(tl_broker_wait_audit(&br, "session_connected", 1, 5000));
+
+	cargs[0] = "control";
+	cargs[1] = tid;
+	cargs[2] = NULL;
+	cpid = raoffer_as("ctl", viewer_port_free(), cargs);
+	rc = wait_exit(cpid, T_WAIT);
+	e = read_file(tl_path(dir, "ctl.err"));
+	ck_assert_msg(rc == 0, "raoffer control exit %d: %s", rc, e);
+	free(e);
+	line = wait_file(tl_path(dir, "ctl.out"), "control granted", 1000);
+	ck_assert_ptr_nonnull(line);
+	free(line);
+	line =
+	    wait_file(tl_path(dir, "raoffer.out"), "control granted by ", 5000);
+	ck_assert_msg(line != NULL && strcmp(line, "CORP\\bob") == 0,
+	    "the offering raoffer was not told");
+	free(line);
+	ck_assert(tl_broker_wait_audit(&br, "control_accepted", 1, 5000));
+	/* now input passes */
+	ck_assert_int_eq(io_full(fd, (void *)keyev, 8, 1, T_WAIT), 0);
+	ck_assert_int_eq(io_full(fd, (void *)fbur, 10, 1, T_WAIT), 0);
+	sleep_ms(500);
+	close(fd);
+	rc = wait_exit(pid, T_WAIT);
+	ck_assert_int_eq(rc, 0);
+	rfb = wait_file(tl_path(dir, "rfb.log"), "got ", 5000);
+	ck_assert_msg(rfb != NULL && strcmp(rfb, "28 types FKF") == 0,
+	    "the RFB server got \"%s\", expected \"28 types FKF\"",
+	    rfb ? rfb : "nothing");
+	free(rfb);
+	free(tid);
+}
+END_TEST
+
+/* "raoffer cancel ID" while the user has not answered yet: the offering
+ * raoffer is told and exits 1; "raoffer tickets" showed it before. */
+START_TEST(test_cancel)
+{
+	static const char *const tk[] = {"tickets", NULL};
+	const char *cargs[3];
+	char *tid, *e, *o;
+	pid_t pid, cpid;
+	int rc;
+
+	set_answer(0, 8); /* the user is slow */
+	pid = raoffer(viewer_port_free(), offer42);
+	tid = ticket_of_run();
+	cpid = raoffer_as("tk", viewer_port_free(), tk);
+	ck_assert_int_eq(wait_exit(cpid, T_WAIT), 0);
+	o = read_file(tl_path(dir, "tk.out"));
+	ck_assert_msg(strstr(o, tid) != NULL && strstr(o, WS42) != NULL,
+	    "tickets: %s", o);
+	ck_assert_msg(strstr(o, "psk") == NULL, "tickets: %s", o);
+	free(o);
+	cargs[0] = "cancel";
+	cargs[1] = tid;
+	cargs[2] = NULL;
+	cpid = raoffer_as("cancel", viewer_port_free(), cargs);
+	rc = wait_exit(cpid, T_WAIT);
+	ck_assert_int_eq(rc, 0);
+	rc = wait_exit(pid, T_WAIT);
+	ck_assert_msg(rc == 1, "raoffer exit %d, expected 1", rc);
+	e = read_file(tl_path(dir, "raoffer.err"));
+	ck_assert_msg(strstr(e, "the offer was cancelled") != NULL, "%s", e);
+	free(e);
+	ck_assert(tl_broker_wait_audit(&br, "offer_cancelled", 1, 5000));
+	/* cancelling again: not an open ticket any more */
+	cpid = raoffer_as("cancel", viewer_port_free(), cargs);
+	rc = wait_exit(cpid, T_WAIT);
+	ck_assert_int_eq(rc, 1);
+	free(tid);
+}
+END_TEST
+
+/* Ctrl-C while waiting for the user: offer.cancel, then exit 1. */
+START_TEST(test_sigint_cancels)
+{
+	char *line, *e;
+	pid_t pid;
+	int rc;
+
+	set_answer(0, 8);
+	pid = raoffer(viewer_port_free(), offer42);
+	line = wait_file(tl_path(dir, "raoffer.out"), "waiting for ", T_WAIT);
+	ck_assert_ptr_nonnull(line);
+	free(line);
+	kill(pid, SIGINT);
+	rc = wait_exit(pid, T_WAIT);
+	ck_assert_msg(rc == 1, "raoffer exit %d, expected 1", rc);
+	e = read_file(tl_path(dir, "raoffer.err"));
+	ck_assert_msg(
+	    strstr(e, "interrupted: offer cancelled") != NULL, "%s", e);
+	free(e);
+	ck_assert(tl_broker_wait_audit(&br, "offer_cancelled", 1, 5000));
+	ck_assert_int_eq(tl_broker_audit_count(&br, "session_connected"), 0);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -857,6 +1020,9 @@ suite(void)
 	tcase_add_test(tc, test_decline);
 	tcase_add_test(tc, test_relay);
 	tcase_add_test(tc, test_machines_and_pwfile);
+	tcase_add_test(tc, test_control);
+	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_sigint_cancels);
 	suite_add_tcase(s, tc);
 	return s;
 }

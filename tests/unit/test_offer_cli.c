@@ -719,6 +719,27 @@ START_TEST(test_password_file)
 }
 END_TEST
 
+/* The shipped example parses, and its active keys are the documented
+ * ones. */
+START_TEST(test_deploy_example)
+{
+	struct cl_offer_config *c = cl_offer_config_new();
+	const char *src = getenv("RABROKER_SOURCE_DIR");
+	char path[600], err[2048];
+
+	snprintf(path, sizeof(path), "%s/deploy/raoffer.conf",
+	    src != NULL && *src ? src : RABROKER_SOURCE_DIR);
+	ck_assert_msg(
+	    cl_offer_config_load(c, path, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_str_eq(c->broker_host, "broker.corp.example");
+	ck_assert_str_eq(c->user, "CORP\\alice");
+	ck_assert_uint_eq(c->nlisten, 0);
+	ck_assert_uint_eq(c->timeout_s, 120);
+	ck_assert_uint_eq(c->relay_after_s, 0);
+	cl_offer_config_free(c);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -740,6 +761,7 @@ suite(void)
 	tcase_add_test(tc, test_listen_real_port);
 	tcase_add_test(tc, test_local_addrs);
 	tcase_add_test(tc, test_password_file);
+	tcase_add_test(tc, test_deploy_example);
 	suite_add_tcase(s, tc);
 	return s;
 }
