@@ -1138,6 +1138,10 @@ bk_h_control_request(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 			    c, id, json_pack("{s:s}", "state", "prompting"));
 		return;
 	}
+	/* The prompt lasts what the current policy says (also after a
+	 * restart, when the offer's own decision is gone). */
+	if (d.prompt_timeout_s > 0)
+		o->prompt_timeout_s = d.prompt_timeout_s;
 	p = json_pack("{s:s, s:s, s:I}", "ticket", o->t->id, "helper",
 	    o->t->helper, "timeout", (json_int_t)o->prompt_timeout_s);
 	if (id != NULL)
