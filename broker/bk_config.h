@@ -32,6 +32,11 @@ struct bk_config {
 	unsigned max_connections;
 	unsigned drain_timeout_s;
 	unsigned login_timeout_s; /* hello + authentication must end by then */
+	/* TLS session tickets (resumption): the key file (NULL: a key made
+	 * in memory at start, so tickets do not survive a restart) and how
+	 * long a ticket is accepted. */
+	char *ticket_key_file;
+	unsigned ticket_lifetime_s;
 
 	/* [directory] and [domain NAME] */
 	int have_directory;
