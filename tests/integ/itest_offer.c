@@ -670,6 +670,18 @@ START_TEST(t_control)
 	json_decref(p);
 	ck_assert(audit_has("control_ended", tid, "\"duration_s\":"));
 
+	/* No answer within the prompt timeout (2 s): declined. */
+	ck_assert_int_eq(tl_client_call(h, "control.request",
+	                     json_pack("{s:s}", "ticket", tid), T_WAIT, &res),
+	    0);
+	json_decref(res);
+	json_decref(agent_answer(a, "control.prompt", tid, NULL));
+	p = update(h, tid, "connected");
+	ck_assert_str_eq(jstr(p, "control"), "declined");
+	ck_assert_str_eq(jstr(p, "reason"), "timeout");
+	json_decref(p);
+	ck_assert(audit_has("control_declined", tid, "\"reason\":\"timeout\""));
+
 	/* carol: view only by policy, even with a control ticket asked. */
 	hc = helper("carol");
 	ck_assert_int_eq(offer(hc, WS42, "control", &res), 0);
