@@ -33,6 +33,7 @@
 #include "cl_listen.h"
 #include "cl_offer.h"
 #include "cl_sasl_client.h"
+#include "cl_tunnel.h"
 #include "rp_conn.h"
 #include "rp_error.h"
 #include "rp_log.h"
@@ -41,7 +42,6 @@
 
 #define SOFTWARE "raoffer/0.1"
 #define PENDING_MAX 8
-#define HIGH_WATER (256 * 1024)
 #define HOLD_MAX (1024 * 1024)
 #define RELAY_JOIN_MS 120000
 #define RELAY_JOINS_MAX 5
@@ -89,21 +89,20 @@ struct cl_offer {
 	int cancelling;
 	/* timers and signals */
 	struct event *deadline, *relay_timer, *poll_timer, *ev_int, *ev_term,
-	    *ev_chld, *flush_timer;
+	    *ev_chld;
 	int interrupts;
 	/* handshakes in progress and the session */
 	struct pend *pending[PENDING_MAX];
 	struct rp_tls *agent;
 	char agent_peer[80];
 	int agent_via_relay;
-	struct bufferevent *viewer;
-	struct evbuffer *hold;
+	struct cl_splice *session; /* agent <-> viewer */
+	struct evbuffer *hold;     /* agent bytes before the viewer */
+	size_t held;
 	pid_t viewer_pid;
-	uint64_t up, down;
 	time_t started;
 	/* relay plumbing */
-	struct rp_tls *relay_tls;
-	struct bufferevent *relay_pipe;
+	struct cl_splice *relay_splice; /* broker stream <-> socketpair */
 	int relay_joins;
 	int relay_waiting; /* a relay.join is in flight */
 	/* control */
@@ -114,6 +113,7 @@ static void finish(struct cl_offer *o, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void start_relay(struct cl_offer *o);
 static void session_close(struct cl_offer *o);
+static void session_end(struct cl_offer *o, const char *why);
 static void bconn_free(struct bconn *b);
 
 /* ---- output ------------------------------------------------------------ */
@@ -473,127 +473,90 @@ bconn_open(struct cl_offer *o, int relay, authed_fn next)
 
 /* ---- the session: agent <-> viewer ---------------------------------------- */
 
-static void
-viewer_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct cl_offer *o = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+/*
+ * Until the viewer connects, the agent's bytes (an RFB server's greeting)
+ * wait in o->hold (bounded: reading stops past HOLD_MAX). Then agent and
+ * viewer are joined with cl_splice (client/cl_tunnel.h, shared with
+ * raagent): backpressure both ways, the other side flushed when one ends.
+ */
 
-	if (o->agent == NULL) {
-		evbuffer_drain(in, evbuffer_get_length(in));
-		return;
-	}
-	o->up += evbuffer_get_length(in);
-	rp_tls_write_buffer(o->agent, in);
-	if (rp_tls_out_pending(o->agent) > HIGH_WATER)
-		bufferevent_disable(bev, EV_READ);
+/* Ends the session (or the agent connection before the viewer came);
+ * the close callbacks finish. */
+static void
+session_end(struct cl_offer *o, const char *why)
+{
+	if (o->session != NULL)
+		cl_splice_close(o->session, why);
+	else if (o->agent != NULL)
+		rp_tls_close(o->agent);
 }
 
 static void
-viewer_write_cb(struct bufferevent *bev, void *arg)
+session_closed(struct cl_splice *s, const char *why, void *arg)
 {
 	struct cl_offer *o = arg;
+	uint64_t up = 0, down = 0;
 
-	(void)bev;
-	if (o->agent != NULL)
-		rp_tls_set_reading(o->agent, 1);
+	cl_splice_bytes(s, &down, &up);
+	o->session = NULL;
+	o->agent = NULL;
+	log_info("session closed: %s", why ? why : "");
+	finish(o, CL_EXIT_OK,
+	    "session ended after %lds (%llu bytes to the viewer, %llu from "
+	    "it)",
+	    (long)(time(NULL) - o->started),
+	    (unsigned long long)(down + o->held), (unsigned long long)up);
 }
 
-static void
-viewer_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	(void)bev;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		log_info("viewer closed the connection");
-		bufferevent_free(o->viewer);
-		o->viewer = NULL;
-		if (o->agent != NULL)
-			rp_tls_close(o->agent); /* on_close finishes */
-		else
-			finish(o, CL_EXIT_OK, "session ended (viewer closed)");
-	}
-}
+static const struct cl_splice_cbs session_cbs = {
+    .on_close = session_closed,
+};
 
 static void
 viewer_accept(evutil_socket_t fd, const char *peer, void *arg)
 {
 	struct cl_offer *o = arg;
+	struct bufferevent *bev;
+	struct cl_end a, b;
 
-	if (o->viewer != NULL || o->agent == NULL) {
+	if (o->session != NULL || o->agent == NULL) {
 		log_warnx("viewer connection from %s refused: %s", peer,
-		    o->viewer ? "one viewer already connected" : "no session");
+		    o->session ? "one viewer already connected" : "no session");
 		evutil_closesocket(fd);
 		return;
 	}
-	o->viewer = bufferevent_socket_new(o->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (o->viewer == NULL) {
+	bev = bufferevent_socket_new(o->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
 		evutil_closesocket(fd);
+		return;
+	}
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	a.tls = o->agent;
+	b.bev = bev;
+	rp_tls_set_reading(o->agent, 1);
+	o->session = cl_splice_new(o->base, a, b, &session_cbs, o);
+	if (o->session == NULL) {
+		bufferevent_free(bev);
+		rp_tls_close(o->agent);
 		return;
 	}
 	cl_listen_enable(o->vlis, 0);
 	log_info("viewer connected from %s", peer);
-	bufferevent_setcb(
-	    o->viewer, viewer_read_cb, viewer_write_cb, viewer_event_cb, o);
-	bufferevent_setwatermark(o->viewer, EV_WRITE, HIGH_WATER / 2, 0);
-	if (evbuffer_get_length(o->hold) > 0) {
-		o->down += evbuffer_get_length(o->hold);
-		bufferevent_write_buffer(o->viewer, o->hold);
-	}
-	bufferevent_enable(o->viewer, EV_READ | EV_WRITE);
-	rp_tls_set_reading(o->agent, 1);
+	o->held = evbuffer_get_length(o->hold);
+	if (o->held > 0)
+		cl_splice_push(o->session, 0, o->hold);
 }
 
+/* Before the viewer: keep what the agent sends. */
 static void
 agent_read(struct rp_tls *t, struct evbuffer *in, void *arg)
 {
 	struct cl_offer *o = arg;
 
-	if (o->viewer == NULL) {
-		evbuffer_add_buffer(o->hold, in);
-		if (evbuffer_get_length(o->hold) > HOLD_MAX)
-			rp_tls_set_reading(t, 0);
-		return;
-	}
-	o->down += evbuffer_get_length(in);
-	bufferevent_write_buffer(o->viewer, in);
-	if (evbuffer_get_length(bufferevent_get_output(o->viewer)) > HIGH_WATER)
+	evbuffer_add_buffer(o->hold, in);
+	if (evbuffer_get_length(o->hold) > HOLD_MAX)
 		rp_tls_set_reading(t, 0);
-}
-
-static void
-agent_drain(struct rp_tls *t, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	(void)t;
-	if (o->viewer != NULL)
-		bufferevent_enable(o->viewer, EV_READ);
-}
-
-static void
-flush_done(evutil_socket_t fd, short what, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	(void)fd;
-	(void)what;
-	if (o->viewer != NULL &&
-	    evbuffer_get_length(bufferevent_get_output(o->viewer)) > 0 &&
-	    !o->done && o->interrupts == 0) {
-		static const struct timeval tv = {0, 50000};
-		static int rounds;
-		if (rounds++ < 40) { /* at most 2 s to flush */
-			evtimer_add(o->flush_timer, &tv);
-			return;
-		}
-	}
-	finish(o, CL_EXIT_OK,
-	    "session ended after %lds (%llu bytes to the "
-	    "viewer, %llu from it)",
-	    (long)(time(NULL) - o->started), (unsigned long long)o->down,
-	    (unsigned long long)o->up);
 }
 
 static void
@@ -601,27 +564,17 @@ agent_close(
     struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
 {
 	struct cl_offer *o = arg;
-	static const struct timeval now = {0, 0};
 
 	(void)t;
 	o->agent = NULL;
-	log_info("agent connection closed: %s%s%s",
+	finish(o, CL_EXIT_OK,
+	    "session ended before a viewer connected (%s%s%s)",
 	    rp_tls_close_reason_name(why), msg && *msg ? ": " : "",
 	    msg ? msg : "");
-	if (o->viewer != NULL)
-		bufferevent_disable(o->viewer, EV_READ);
-	/* Let what the agent sent reach the viewer, then end. */
-	if (o->flush_timer == NULL)
-		o->flush_timer = evtimer_new(o->base, flush_done, o);
-	if (o->flush_timer != NULL)
-		evtimer_add(o->flush_timer, &now);
-	else
-		finish(o, CL_EXIT_OK, "session ended");
 }
 
 static const struct rp_tls_cbs agent_cbs = {
     .on_read = agent_read,
-    .on_drain = agent_drain,
     .on_close = agent_close,
 };
 
@@ -805,89 +758,21 @@ psk_lookup(void *arg, const char *identity, unsigned char *key, size_t *len)
 
 /* ---- the relay ------------------------------------------------------------ */
 
+/* The detached broker connection carries the inner PSK-TLS stream: it is
+ * spliced to one end of a socketpair, and the PSK-TLS server runs on the
+ * other end exactly as for a direct connection. */
 static void
-rpipe_read(struct bufferevent *bev, void *arg)
+relay_splice_closed(struct cl_splice *s, const char *why, void *arg)
 {
 	struct cl_offer *o = arg;
 
-	if (o->relay_tls == NULL)
-		return;
-	rp_tls_write_buffer(o->relay_tls, bufferevent_get_input(bev));
-	if (rp_tls_out_pending(o->relay_tls) > HIGH_WATER)
-		bufferevent_disable(bev, EV_READ);
+	(void)s;
+	o->relay_splice = NULL;
+	log_info("relay connection closed: %s", why ? why : "");
 }
 
-static void
-rpipe_write(struct bufferevent *bev, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	(void)bev;
-	if (o->relay_tls != NULL)
-		rp_tls_set_reading(o->relay_tls, 1);
-}
-
-static void
-rpipe_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	(void)bev;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		bufferevent_free(o->relay_pipe);
-		o->relay_pipe = NULL;
-		if (o->relay_tls != NULL)
-			rp_tls_close(o->relay_tls);
-	}
-}
-
-static void
-rtls_read(struct rp_tls *t, struct evbuffer *in, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	if (o->relay_pipe == NULL) {
-		evbuffer_drain(in, evbuffer_get_length(in));
-		return;
-	}
-	bufferevent_write_buffer(o->relay_pipe, in);
-	if (evbuffer_get_length(bufferevent_get_output(o->relay_pipe)) >
-	    HIGH_WATER)
-		rp_tls_set_reading(t, 0);
-}
-
-static void
-rtls_drain(struct rp_tls *t, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	(void)t;
-	if (o->relay_pipe != NULL)
-		bufferevent_enable(o->relay_pipe, EV_READ);
-}
-
-static void
-rtls_close(
-    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
-{
-	struct cl_offer *o = arg;
-
-	(void)t;
-	o->relay_tls = NULL;
-	log_info("relay connection closed: %s%s%s",
-	    rp_tls_close_reason_name(why), msg && *msg ? ": " : "",
-	    msg ? msg : "");
-	if (o->relay_pipe != NULL) {
-		/* Our end closes: the inner TLS sees EOF and ends. */
-		bufferevent_free(o->relay_pipe);
-		o->relay_pipe = NULL;
-	}
-}
-
-static const struct rp_tls_cbs rtls_cbs = {
-    .on_read = rtls_read,
-    .on_drain = rtls_drain,
-    .on_close = rtls_close,
+static const struct cl_splice_cbs relay_splice_cbs = {
+    .on_close = relay_splice_closed,
 };
 
 static void relay_retry(struct cl_offer *o);
@@ -898,6 +783,8 @@ join_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 	struct bconn *b = arg;
 	struct cl_offer *o;
 	struct evbuffer *left;
+	struct bufferevent *pipe_bev;
+	struct cl_end ea, eb;
 	struct rp_tls *t;
 	int sv[2];
 
@@ -954,23 +841,30 @@ join_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 		return;
 	}
 	evutil_make_socket_nonblocking(sv[1]);
-	o->relay_tls = t;
-	o->relay_pipe =
+	pipe_bev =
 	    bufferevent_socket_new(o->base, sv[1], BEV_OPT_CLOSE_ON_FREE);
-	if (o->relay_pipe == NULL) {
+	if (pipe_bev == NULL) {
 		close(sv[1]);
 		close(sv[0]);
 		evbuffer_free(left);
 		rp_tls_close(t);
 		return;
 	}
-	bufferevent_setcb(
-	    o->relay_pipe, rpipe_read, rpipe_write, rpipe_event, o);
-	bufferevent_setwatermark(o->relay_pipe, EV_WRITE, HIGH_WATER / 2, 0);
-	bufferevent_enable(o->relay_pipe, EV_READ | EV_WRITE);
-	rp_tls_set_cbs(t, &rtls_cbs, o);
+	memset(&ea, 0, sizeof(ea));
+	memset(&eb, 0, sizeof(eb));
+	ea.tls = t;
+	eb.bev = pipe_bev;
+	o->relay_splice = cl_splice_new(o->base, ea, eb, &relay_splice_cbs, o);
+	if (o->relay_splice == NULL) {
+		bufferevent_free(pipe_bev);
+		close(sv[0]);
+		evbuffer_free(left);
+		rp_tls_close(t);
+		return;
+	}
+	/* Bytes that came right behind the relay.join answer. */
 	if (evbuffer_get_length(left) > 0)
-		bufferevent_write_buffer(o->relay_pipe, left);
+		cl_splice_push(o->relay_splice, 0, left);
 	evbuffer_free(left);
 	log_info("relay paired; the PSK handshake runs through it");
 	psk_serve(o, sv[0], "the broker's relay", 1);
@@ -1001,7 +895,7 @@ static void
 start_relay(struct cl_offer *o)
 {
 	if (o->cfg->cmd != CL_CMD_OFFER || o->done || o->agent != NULL ||
-	    !o->have_ticket || o->rel != NULL || o->relay_tls != NULL)
+	    !o->have_ticket || o->rel != NULL || o->relay_splice != NULL)
 		return;
 	if (o->relay_joins >= RELAY_JOINS_MAX) {
 		log_warnx("relay: gave up after %d joins", RELAY_JOINS_MAX);
@@ -1110,7 +1004,7 @@ on_offer_update(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 		if (o->agent != NULL) {
 			say(o, "%s%s%s%s", what, *reason ? " (" : "", reason,
 			    *reason ? ")" : "");
-			rp_tls_close(o->agent);
+			session_end(o, st);
 		} else
 			finish(o, CL_EXIT_REFUSED, "%s%s%s%s", what,
 			    *reason ? " (" : "", reason, *reason ? ")" : "");
@@ -1474,7 +1368,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	if (o->agent != NULL) {
 		say(o, "ending the session (signal %d)", (int)sig);
-		rp_tls_close(o->agent);
+		session_end(o, "interrupted");
 		return;
 	}
 	if (o->cfg->cmd == CL_CMD_OFFER && o->have_ticket && o->main != NULL &&
@@ -1501,8 +1395,7 @@ on_chld(evutil_socket_t sig, short what, void *arg)
 			continue;
 		o->viewer_pid = 0;
 		log_info("the viewer command exited");
-		if (o->agent != NULL)
-			rp_tls_close(o->agent);
+		session_end(o, "viewer command exited");
 	}
 }
 
@@ -1664,8 +1557,6 @@ out:
 		event_free(o->relay_timer);
 	if (o->poll_timer)
 		event_free(o->poll_timer);
-	if (o->flush_timer)
-		event_free(o->flush_timer);
 	if (o->ev_int)
 		event_free(o->ev_int);
 	if (o->ev_term)
@@ -1689,24 +1580,14 @@ out:
 static void
 session_close(struct cl_offer *o)
 {
-	if (o->viewer != NULL) {
-		bufferevent_free(o->viewer);
-		o->viewer = NULL;
-	}
-	if (o->agent != NULL) {
+	if (o->session != NULL)
+		cl_splice_close(o->session, "raoffer exiting");
+	else if (o->agent != NULL) {
 		struct rp_tls *t = o->agent;
 		o->agent = NULL;
 		rp_tls_set_cbs(t, NULL, NULL);
 		rp_tls_close(t);
 	}
-	if (o->relay_pipe != NULL) {
-		bufferevent_free(o->relay_pipe);
-		o->relay_pipe = NULL;
-	}
-	if (o->relay_tls != NULL) {
-		struct rp_tls *t = o->relay_tls;
-		o->relay_tls = NULL;
-		rp_tls_set_cbs(t, NULL, NULL);
-		rp_tls_close(t);
-	}
+	if (o->relay_splice != NULL)
+		cl_splice_close(o->relay_splice, "raoffer exiting");
 }
