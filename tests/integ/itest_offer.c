@@ -923,6 +923,32 @@ START_TEST(t_reuse)
 }
 END_TEST
 
+/* The agent goes away while its user is being asked: declined. */
+START_TEST(t_agent_offline)
+{
+	struct tl_client *a, *h;
+	json_t *res = NULL, *p;
+	char tid[33];
+
+	broker_with(policy_main, NULL);
+	a = agent("ws-042", WS42, "CORP\\bob");
+	h = helper("alice");
+	ck_assert_int_eq(offer(h, WS42, "view", &res), 0);
+	snprintf(tid, sizeof(tid), "%s", jstr(res, "ticket"));
+	json_decref(res);
+	update_drop(h, tid, "prompting");
+	json_decref(agent_answer(a, "novice.prompt", tid, NULL));
+	tl_client_free(a);
+	p = update(h, tid, "declined");
+	ck_assert_str_eq(jstr(p, "reason"), "agent_offline");
+	json_decref(p);
+	ck_assert(audit_has("offer_declined", tid, "agent_offline"));
+	ck_assert_int_eq(offer(h, WS42, "view", &res), RP_ERR_MACHINE_OFFLINE);
+	json_decref(res);
+	tl_client_free(h);
+}
+END_TEST
+
 /* An agent's connection is replaced while a ticket is open: a pending
  * prompt is declined; an accepted ticket gets ticket.connect again on the
  * new connection and can be used there. */
@@ -1043,6 +1069,7 @@ suite(void)
 	tcase_add_test(tc, t_cancel_and_helper_gone);
 	tcase_add_test(tc, t_expiry);
 	tcase_add_test(tc, t_reuse);
+	tcase_add_test(tc, t_agent_offline);
 	tcase_add_test(tc, t_agent_replaced);
 	tcase_add_test(tc, t_restart);
 	tcase_add_test(tc, t_crash);
