@@ -93,6 +93,7 @@ struct az_worker {
 	unsigned long long deadline_ms;
 	struct ldap_conncb conncb; /* socket timeouts, see on_conn_add */
 	unsigned long long io_deadline_ms; /* while connecting, else 0 */
+	int tcp_up; /* the connection being opened got past TCP */
 };
 
 struct az_dir {
@@ -674,7 +675,8 @@ diag(LDAP *ld, char *buf, size_t len)
 	    ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &s) ==
 	        LDAP_OPT_SUCCESS &&
 	    s != NULL) {
-		if (*s != '\0')
+		/* libldap's placeholder says nothing: leave it out */
+		if (*s != '\0' && strcmp(s, "(unknown error code)") != 0)
 			snprintf(buf, len, " (%s)", s);
 		ldap_memfree(s);
 	}
@@ -820,6 +822,7 @@ on_conn_add(LDAP *ld, Sockbuf *sb, LDAPURLDesc *srv, struct sockaddr *addr,
 	if (ber_sockbuf_add_io(
 	        sb, &deadline_io, LBER_SBIOD_LEVEL_TRANSPORT - 1, w) != 0)
 		return -1;
+	w->tcp_up = 1;
 	return 0;
 }
 
@@ -829,6 +832,41 @@ on_conn_del(LDAP *ld, Sockbuf *sb, struct ldap_conncb *ctx)
 	(void)ld;
 	(void)sb;
 	(void)ctx;
+}
+
+/* Says what went wrong while connecting: TCP, StartTLS refused, or the
+ * TLS handshake (libldap's own text for the latter is often only
+ * "unknown error code"). Always ends saying that nothing was sent in
+ * clear, since no bind happens on a failed connection. */
+static void
+tls_failure(struct az_worker *w, LDAP *ld, int rc, char *msg, size_t msglen)
+{
+	const struct az_dir_config *c = &w->d->c;
+	char db[200];
+
+	diag(ld, db, sizeof(db));
+	if (!w->tcp_up)
+		snprintf(msg, msglen, "directory %s: cannot connect: %s%s",
+		    c->uri, ldap_err2string(rc), db);
+	else if (w->io_deadline_ms != 0 && now_ms() >= w->io_deadline_ms)
+		snprintf(msg, msglen,
+		    "directory %s: %s timed out (net_timeout %u ms); no bind "
+		    "was attempted",
+		    c->uri, c->starttls ? "StartTLS" : "TLS handshake",
+		    c->net_timeout_ms);
+	else if (rc == LDAP_CONNECT_ERROR || !c->starttls)
+		snprintf(msg, msglen,
+		    "directory %s: %sTLS handshake failed%s: the server "
+		    "certificate is not issued by the CA in %s, does not "
+		    "name the host of the uri, or TLS 1.2 is not offered; no "
+		    "bind was attempted",
+		    c->uri, c->starttls ? "StartTLS accepted but the " : "", db,
+		    c->ca_file);
+	else
+		snprintf(msg, msglen,
+		    "directory %s: %s failed: %s%s; no bind was attempted",
+		    c->uri, c->starttls ? "StartTLS" : "connect",
+		    ldap_err2string(rc), db);
 }
 
 /* Opens a handle: options, TLS (ldaps:// or StartTLS that must succeed)
@@ -886,27 +924,13 @@ conn_open(
 	    (unsigned long long)(left < (long)c->net_timeout_ms
 	            ? left
 	            : (long)c->net_timeout_ms);
-	if (c->starttls) {
-		rc = ldap_start_tls_s(ld, NULL, NULL);
-		if (rc != LDAP_SUCCESS) {
-			snprintf(msg, msglen,
-			    "directory %s: StartTLS failed: %s%s; no bind was "
-			    "attempted",
-			    c->uri, ldap_err2string(rc),
-			    diag(ld, db, sizeof(db)));
-			ldap_unbind_ext_s(ld, NULL, NULL);
-			return RP_ERR_DIRECTORY_UNAVAILABLE;
-		}
-	} else {
-		rc = ldap_connect(ld);
-		if (rc != LDAP_SUCCESS) {
-			snprintf(msg, msglen,
-			    "directory %s: connect/TLS failed: %s%s", c->uri,
-			    ldap_err2string(rc), diag(ld, db, sizeof(db)));
-			w->io_deadline_ms = 0;
-			ldap_unbind_ext_s(ld, NULL, NULL);
-			return RP_ERR_DIRECTORY_UNAVAILABLE;
-		}
+	w->tcp_up = 0;
+	rc = c->starttls ? ldap_start_tls_s(ld, NULL, NULL) : ldap_connect(ld);
+	if (rc != LDAP_SUCCESS) {
+		tls_failure(w, ld, rc, msg, msglen);
+		w->io_deadline_ms = 0;
+		ldap_unbind_ext_s(ld, NULL, NULL);
+		return RP_ERR_DIRECTORY_UNAVAILABLE;
 	}
 	w->io_deadline_ms = 0;
 	if (bind_service) {

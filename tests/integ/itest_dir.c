@@ -699,6 +699,35 @@ START_TEST(test_down_then_recover)
 }
 END_TEST
 
+/* kill(SIGSTOP) returns before every thread of slapd has stopped: wait
+ * until /proc says the process is stopped ("T"), at most 2 s. */
+static void
+stop_and_wait(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	unsigned long long t0 = now_ms();
+
+	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	for (;;) {
+		FILE *fp = fopen(path, "r");
+		size_t n = 0;
+
+		if (fp != NULL) {
+			n = fread(buf, 1, sizeof(buf) - 1, fp);
+			fclose(fp);
+		}
+		buf[n] = '\0';
+		/* "pid (comm) S ...": the state follows the last ')' */
+		if ((p = strrchr(buf, ')')) != NULL && p[1] == ' ' &&
+		    (p[2] == 'T' || p[2] == 't'))
+			break;
+		ck_assert_msg(now_ms() - t0 < 2000, "slapd did not stop");
+		usleep(2000);
+	}
+	usleep(20000); /* and its threads with it */
+}
+
 /* A server that accepts connections but never answers (SIGSTOP): every
  * request still gets its answer within op_timeout. */
 START_TEST(test_hung_server)
@@ -716,7 +745,7 @@ START_TEST(test_hung_server)
 	f.c.cache_max = 0;
 	fix_open(&f);
 	ck_assert_int_eq(pws(&f, "alice", "alice-pw", &r), 0);
-	ck_assert_int_eq(kill(s2.pid, SIGSTOP), 0);
+	stop_and_wait(s2.pid);
 	t0 = now_ms();
 	ck_assert_int_eq(
 	    pws(&f, "alice", "alice-pw", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
@@ -795,12 +824,72 @@ START_TEST(test_wrong_ca)
 	fix_open(&f);
 	ck_assert_int_eq(users(&f, "alice", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
 	ck_assert_msg(
-	    strstr(r.msg, _i ? "StartTLS" : "connect") != NULL, "%s", r.msg);
+	    strstr(r.msg, "TLS handshake failed") != NULL, "%s", r.msg);
 	ck_assert_int_eq(
 	    pws(&f, "alice", "alice-pw", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
 	ck_assert_int_eq(binds_settled(&S, "cn=rabroker"), before);
 	res_clear(&r);
 	fix_close(&f);
+}
+END_TEST
+
+/* slapd presents a certificate from the right CA, but for another name
+ * (SAN other.example only): the host name check must refuse it. */
+START_TEST(test_wrong_hostname)
+{
+	struct tl_slapd s2;
+	struct fix f;
+	struct res r = {0};
+	char dir[] = "/tmp/itest_dir.XXXXXX", cmd[2048];
+	const char *t = "cn = \"other.example\"\ndns_name = \"other.example\"\n"
+	                "serial = 4242\nexpiration_days = 2\nsigning_key\n"
+	                "encryption_key\ntls_www_server\n";
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(cmd, sizeof(cmd), "bash %s/tests/lib/mkpki.sh %s/pki",
+	    RABROKER_SOURCE_DIR, dir);
+	ck_assert_int_eq(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/pki/other.tmpl", dir);
+	fp = fopen(cmd, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs(t, fp);
+	fclose(fp);
+	snprintf(cmd, sizeof(cmd),
+	    "cd %s/pki && certtool --generate-privkey --key-type=ecdsa "
+	    "--curve=secp256r1 --outfile other-key.pem 2>/dev/null && "
+	    "certtool --generate-certificate --load-privkey other-key.pem "
+	    "--load-ca-certificate ca.pem --load-ca-privkey ca-key.pem "
+	    "--template other.tmpl --outfile other.pem 2>/dev/null",
+	    dir);
+	ck_assert_int_eq(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/pki", dir);
+	setenv("SLAPD_PKI", cmd, 1);
+	snprintf(cmd, sizeof(cmd), "%s/pki/other.pem", dir);
+	setenv("SLAPD_CERT", cmd, 1);
+	snprintf(cmd, sizeof(cmd), "%s/pki/other-key.pem", dir);
+	setenv("SLAPD_KEY", cmd, 1);
+	snprintf(cmd, sizeof(cmd), "%s/slapd", dir);
+	ck_assert_int_eq(tl_slapd_start(cmd, &s2), 0);
+	unsetenv("SLAPD_PKI");
+	unsetenv("SLAPD_CERT");
+	unsetenv("SLAPD_KEY");
+
+	conf(&f.c, &s2, _i);
+	fix_open(&f);
+	ck_assert_int_eq(users(&f, "alice", &r), RP_ERR_DIRECTORY_UNAVAILABLE);
+	ck_assert_msg(
+	    strstr(r.msg, "TLS handshake failed") != NULL, "%s", r.msg);
+	ck_assert_int_eq(binds_settled(&s2, "cn=rabroker"), 0);
+	fix_close(&f);
+
+	/* the same server is fine when the name matches (other.example is
+	 * not resolvable here, so only the refusal is checked above; the
+	 * right certificate is exercised by every other case) */
+	res_clear(&r);
+	tl_slapd_destroy(&s2);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
 }
 END_TEST
 
@@ -983,6 +1072,7 @@ dir_suite(void)
 	tcase_add_loop_test(tc, test_hung_server, 0, 2);
 	tcase_add_test(tc, test_starttls_refused);
 	tcase_add_loop_test(tc, test_wrong_ca, 0, 2);
+	tcase_add_loop_test(tc, test_wrong_hostname, 0, 2);
 	tcase_add_test(tc, test_config_refused);
 	tcase_add_test(tc, test_queue_full_and_submit);
 	tcase_add_test(tc, test_free_with_pending);

@@ -21,6 +21,8 @@
 #   SLAPD_OWNER_PID        when that process dies, a watchdog kills slapd,
 #                          so a crashed test leaves no daemon behind
 #   SLAPD_PKI              existing PKI directory (ca.pem, ldap.pem, ...)
+#   SLAPD_CERT, SLAPD_KEY  server certificate and key (default: the PKI's
+#                          ldap.pem, SAN localhost and 127.0.0.1)
 #
 # DIR/slapd.env is shell syntax (KEY=value, one a line), also read by
 # tests/lib/tl_slapd.c: SLAPD_PID SLAPD_URI SLAPD_LDAPS_URI SLAPD_PORT
@@ -72,6 +74,8 @@ write_conf() { # dir tls
 	local d=$1 tls=$2 ll=${SLAPD_LOGLEVEL:-stats}
 	sed -e "s|@DIR@|$d|g" -e "s|@PKI@|$pki|g" -e "s|@SCHEMA@|$schema|g" \
 	    -e "s|@MODDIR@|$moddir|g" -e "s|@LOGLEVEL@|$ll|g" \
+	    -e "s|@CERT@|${SLAPD_CERT:-$pki/ldap.pem}|g" \
+	    -e "s|@KEY@|${SLAPD_KEY:-$pki/ldap-key.pem}|g" \
 	    "$src/tests/data/slapd.conf.in" >"$d/slapd.conf.tmp"
 	if [ "$tls" = 1 ]; then
 		sed -i -e 's/^#TLS //' "$d/slapd.conf.tmp"
