@@ -74,6 +74,9 @@ struct cl_agent {
 	char self[512];
 	struct rp_tls_ctx *tls_ctx;
 	struct rp_tls_ctx *relay_ctx; /* same credentials, stream mode */
+	void *tls_session; /* for resumption on the next connection */
+	size_t tls_session_len;
+	unsigned connects, resumed;
 	/* broker connection */
 	struct rp_tls *tls; /* during the handshake */
 	struct rp_conn *conn;
@@ -823,6 +826,24 @@ hello_reply(struct rp_conn *c, int code, json_t *result, void *arg)
 		return;
 	}
 	rp_conn_set_state(c, RP_ST_AGENT);
+	{
+		/* TLS 1.3 sends the session ticket after the handshake, with
+		 * or before the first reply: keep it for the next connection
+		 * (a broker restart then costs no full handshake). */
+		void *d;
+		size_t l;
+		struct rp_tls *t = rp_conn_tls(c);
+		if (t != NULL && rp_tls_get_session_data(t, &d, &l) == 0) {
+			if (a->tls_session != NULL)
+				gnutls_memset(
+				    a->tls_session, 0, a->tls_session_len);
+			free(a->tls_session);
+			a->tls_session = d;
+			a->tls_session_len = l;
+			log_debug("kept a TLS session ticket (%zu bytes)", l);
+		} else
+			log_debug("no TLS session ticket from the broker");
+	}
 	ident = json_string_value(json_object_get(result, "identity"));
 	if (a->cfg->fqdn != NULL)
 		snprintf(a->fqdn, sizeof(a->fqdn), "%s", a->cfg->fqdn);
@@ -852,8 +873,14 @@ tls_ready(struct rp_tls *t, void *arg)
 		rp_tls_close(t);
 		return;
 	}
-	log_info("connected to the broker %s (%s)", rp_tls_peer_addr(t),
-	    rp_tls_version(t));
+	a->connects++;
+	if (rp_tls_resumed(t))
+		a->resumed++;
+	log_info("connected to the broker %s (%s%s; %u of %u connections "
+	         "resumed)",
+	    rp_tls_peer_addr(t), rp_tls_version(t),
+	    rp_tls_resumed(t) ? ", resumed session" : "", a->resumed,
+	    a->connects);
 	rp_conn_call(a->conn, "hello",
 	    json_pack("{s:i, s:s, s:s}", "version", 1, "role", "agent",
 	        "software", AGENT_SOFTWARE),
@@ -884,6 +911,7 @@ static void
 agent_connect(struct cl_agent *a)
 {
 	struct addrinfo hints, *res = NULL;
+	struct rp_tls_connect_extra x;
 	int r;
 
 	if (a->stopping || a->conn != NULL || a->tls != NULL)
@@ -898,8 +926,11 @@ agent_connect(struct cl_agent *a)
 		schedule_retry(a);
 		return;
 	}
-	a->tls = rp_tls_connect(a->tls_ctx, a->base, res->ai_addr,
-	    (int)res->ai_addrlen, a->cfg->server_name, &broker_tls_cbs, a);
+	memset(&x, 0, sizeof(x));
+	x.session = a->tls_session;
+	x.session_len = a->tls_session_len;
+	a->tls = rp_tls_connect_ex(a->tls_ctx, a->base, res->ai_addr,
+	    (int)res->ai_addrlen, a->cfg->server_name, &x, &broker_tls_cbs, a);
 	freeaddrinfo(res);
 	if (a->tls == NULL) {
 		log_warnx("cannot connect to the broker %s:%s",
@@ -1252,7 +1283,9 @@ cl_agent_new(struct event_base *base, const struct cl_agent_config *cfg,
 	o.ca_file = cfg->ca;
 	o.cert_file = cfg->cert;
 	o.key_file = cfg->key;
+	o.session_resumption = 1;
 	a->tls_ctx = rp_tls_ctx_new(&o, err, errlen);
+	o.session_resumption = 0;
 	o.stream = 1;
 	a->relay_ctx = a->tls_ctx ? rp_tls_ctx_new(&o, err, errlen) : NULL;
 	a->retry = evtimer_new(base, retry_cb, a);
@@ -1328,6 +1361,9 @@ cl_agent_free(struct cl_agent *a)
 		event_free(a->poll);
 	rp_tls_ctx_free(a->tls_ctx);
 	rp_tls_ctx_free(a->relay_ctx);
+	if (a->tls_session != NULL)
+		gnutls_memset(a->tls_session, 0, a->tls_session_len);
+	free(a->tls_session);
 	free(a->sess);
 	free(a->sess_json);
 	free(a);

@@ -357,6 +357,19 @@ agent_wait_log(const char *needle, unsigned ms)
 	return 0;
 }
 
+static int
+agent_wait_count(const char *needle, long n, unsigned ms)
+{
+	uint64_t end = tl_now_ms() + ms;
+
+	while (tl_now_ms() < end) {
+		if (agent_log_count(needle) >= n)
+			return 1;
+		tl_run_until(base, NULL, NULL, 50);
+	}
+	return 0;
+}
+
 /* Runs "raagent -f CONF args..." to the end (bounded); out gets stdout. */
 static int
 agent_cmd(const char *a1, const char *a2, char *out, size_t outlen)
@@ -770,6 +783,41 @@ START_TEST(t_cancel_tears_down)
 }
 END_TEST
 
+/* The broker goes away and comes back; another connection for the
+ * machine replaces ours: the agent reconnects each time (bounded backoff,
+ * cap 2 s here) and resumes its TLS session when the broker still knows
+ * the ticket key. */
+START_TEST(t_reconnect)
+{
+	struct tl_client *intruder;
+	char why[256];
+	uint64_t t0;
+
+	agent_start(0, 2);
+	ck_assert_int_eq(agent_log_count("resumed session"), 0);
+	/* Replaced by a second connection with the same certificate. */
+	intruder = tl_client_connect(
+	    base, br.pki, br.port, "ws-042", T_WAIT, why, sizeof(why));
+	ck_assert_ptr_nonnull(intruder);
+	ck_assert_int_eq(tl_client_agent_login(intruder, WS42, "CORP\\bob"), 0);
+	ck_assert(agent_wait_log("broker connection closed", T_WAIT));
+	ck_assert_msg(agent_wait_count("registered with the broker", 2, T_WAIT),
+	    "raagent did not come back");
+	ck_assert(tl_broker_wait_audit(&br, "agent_replaced", 2, T_WAIT));
+	ck_assert_msg(agent_wait_log("resumed session", T_WAIT),
+	    "no TLS session resumption on reconnect");
+	tl_client_free(intruder);
+	/* Broker restart. */
+	t0 = tl_now_ms();
+	ck_assert_int_eq(tl_broker_restart(&br), 0);
+	ck_assert_msg(
+	    agent_wait_count("registered with the broker", 3, 3 * T_WAIT),
+	    "raagent did not come back after the restart");
+	ck_assert_uint_lt(tl_now_ms() - t0, 3 * T_WAIT);
+	ck_assert_int_ge(agent_log_count("reconnecting to the broker in"), 2);
+}
+END_TEST
+
 /* ---- relay: the helper's side ------------------------------------------ */
 
 struct relay_helper {
@@ -1148,6 +1196,7 @@ agent_suite(void)
 	tcase_add_test(tc, t_expire_tears_down);
 	tcase_add_test(tc, t_cancel_tears_down);
 	tcase_add_test(tc, t_relay);
+	tcase_add_test(tc, t_reconnect);
 	suite_add_tcase(s, tc);
 	/* CK_RUN_CASE=bench RABROKER_BENCH_TUNNEL=1 runs only the benchmark */
 	tc = tcase_create("bench");
