@@ -300,6 +300,7 @@ answer_prompt(struct tl_client *a, const char *answer)
 	                     json_pack("{s:s, s:s, s:s}", "answer", answer,
 	                         "user", "CORP\\bob", "session", "1")),
 	    0);
+	json_decref(id); /* rp_conn_reply does not take the id */
 }
 
 /* Waits for an offer.update of tid in `state` (skipping others). */
