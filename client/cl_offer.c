@@ -249,9 +249,17 @@ bconn_on_close(struct rp_conn *c, const char *why, void *ctx)
 		return;
 	}
 	o->main = NULL;
-	free(b);
-	if (o->done)
+	if (o->done) {
+		free(b);
 		return;
+	}
+	if (!b->authed) {
+		free(b);
+		finish(o, CL_EXIT_UNAVAILABLE,
+		    "cannot talk to the broker %s: %s", o->target, why);
+		return;
+	}
+	free(b);
 	if (o->agent != NULL) {
 		log_warnx("lost the broker connection (%s); the session goes "
 		          "on",
@@ -299,6 +307,43 @@ struct login {
 	authed_fn next;
 };
 
+/* hello or auth.start failed. The relay connection only gives up the
+ * relay; the main one ends raoffer. A closed connection is reported by
+ * bconn_on_close, which knows why. */
+static void
+login_failed(struct bconn *b, const char *what, int code, const json_t *res)
+{
+	struct cl_offer *o = b->o;
+	char t[512];
+
+	if (b->relay) {
+		err_text(code, res, t, sizeof(t));
+		log_warnx("relay connection: %s: %s", what, t);
+		if (o->rel == b)
+			o->rel = NULL;
+		o->relay_waiting = 0;
+		bconn_free(b);
+		return;
+	}
+	if (code == RP_ERR_CLOSED)
+		return;
+	if (code == RP_ERR_TIMEOUT) {
+		finish(o, CL_EXIT_UNAVAILABLE,
+		    "%s: the broker %s did not answer within %us", what,
+		    o->target, o->cfg->call_timeout_s);
+		return;
+	}
+	if (code == RP_ERR_AUTH_FAILED) {
+		finish(o, CL_EXIT_REFUSED,
+		    "authentication failed for %s (wrong password, unknown "
+		    "name or certificate; the broker's log says which)",
+		    o->mech == CL_SASL_PLAIN ? o->cfg->user
+		                             : "the certificate");
+		return;
+	}
+	fail_call(o, what, code, res);
+}
+
 static void
 auth_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 {
@@ -312,15 +357,7 @@ auth_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 		return;
 	o = b->o;
 	if (code != 0) {
-		if (code == RP_ERR_AUTH_FAILED)
-			finish(o, CL_EXIT_REFUSED,
-			    "authentication failed for %s (wrong password, "
-			    "unknown name or certificate; the broker's log "
-			    "says which)",
-			    o->mech == CL_SASL_PLAIN ? o->cfg->user
-			                             : "the certificate");
-		else
-			fail_call(o, "authentication", code, res);
+		login_failed(b, "authentication", code, res);
 		return;
 	}
 	if (strcmp(jstr(res, "status"), "ok") != 0) {
@@ -354,9 +391,7 @@ hello_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 	o = b->o;
 	if (code != 0) {
 		free(l);
-		if (code == RP_ERR_CLOSED || code == RP_ERR_TIMEOUT)
-			return; /* on_close / the timeout says why */
-		fail_call(o, "hello", code, res);
+		login_failed(b, "hello", code, res);
 		return;
 	}
 	rp_conn_set_state(c, RP_ST_HELLO);
@@ -650,9 +685,14 @@ pend_ready(struct rp_tls *t, void *arg)
 		o->rel = NULL;
 		bconn_free(r);
 	}
-	say(o, "agent connected %s %s (%s, ticket secret verified)",
-	    o->agent_via_relay ? "through the broker's relay" : "from",
-	    o->agent_via_relay ? "" : o->agent_peer, rp_tls_version(t));
+	if (o->agent_via_relay)
+		say(o,
+		    "agent connected through the broker's relay (%s, "
+		    "ticket secret verified)",
+		    rp_tls_version(t));
+	else
+		say(o, "agent connected from %s (%s, ticket secret verified)",
+		    o->agent_peer, rp_tls_version(t));
 	cl_listen_enable(o->vlis, 1);
 	if (o->cfg->viewer_cmd != NULL)
 		run_viewer_cmd(o);

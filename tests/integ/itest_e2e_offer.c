@@ -846,7 +846,7 @@ START_TEST(test_relay)
 }
 END_TEST
 
-START_TEST(test_machines_and_pwfile)
+START_TEST(test_machines_and_refusals)
 {
 	static const char *const m[] = {"machines", NULL};
 	pid_t pid;
@@ -878,6 +878,42 @@ START_TEST(test_machines_and_pwfile)
 		ck_assert_int_eq(
 		    tl_broker_audit_count(&br, "auth_succeeded"), before);
 		ck_assert_int_eq(tl_broker_audit_count(&br, "auth_failed"), 0);
+	}
+	/* a wrong password: refused (1), audited, never echoed */
+	write_file(tl_path(dir, "alice.pw"), "not-alice-pw\n", 0600);
+	pid = raoffer(viewer_port_free(), m);
+	rc = wait_exit(pid, T_WAIT);
+	o = read_file(tl_path(dir, "raoffer.err"));
+	ck_assert_msg(rc == 1 &&
+	        strstr(o,
+	            "authentication failed for "
+	            "CORP\\alice") != NULL,
+	    "exit %d: %s", rc, o);
+	ck_assert_msg(strstr(o, "not-alice-pw") == NULL, "password shown");
+	free(o);
+	ck_assert(tl_broker_wait_audit(&br, "auth_failed", 1, 5000));
+	write_file(tl_path(dir, "alice.pw"), "alice-pw\n", 0600);
+	/* the broker not trusted under that name: unavailable (3) */
+	{
+		static const char *const bad[] = {
+		    "--server-name", "ws-042.corp.example", "machines", NULL};
+		pid = raoffer(viewer_port_free(), bad);
+		rc = wait_exit(pid, T_WAIT);
+		o = read_file(tl_path(dir, "raoffer.err"));
+		ck_assert_msg(rc == 3 && strstr(o, "cannot talk to the broker"),
+		    "exit %d: %s", rc, o);
+		free(o);
+	}
+	/* no broker there: unavailable (3) */
+	{
+		static char brk[64];
+		static const char *bad[] = {"-b", brk, "machines", NULL};
+		snprintf(brk, sizeof(brk), "127.0.0.1:%u", tl_free_port());
+		pid = raoffer(viewer_port_free(), bad);
+		rc = wait_exit(pid, T_WAIT);
+		o = read_file(tl_path(dir, "raoffer.err"));
+		ck_assert_msg(rc == 3, "exit %d: %s", rc, o);
+		free(o);
 	}
 }
 END_TEST
@@ -1019,7 +1055,7 @@ suite(void)
 	tcase_add_test(tc, test_wrong_psk_then_agent);
 	tcase_add_test(tc, test_decline);
 	tcase_add_test(tc, test_relay);
-	tcase_add_test(tc, test_machines_and_pwfile);
+	tcase_add_test(tc, test_machines_and_refusals);
 	tcase_add_test(tc, test_control);
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_sigint_cancels);
