@@ -33,7 +33,8 @@ if [ ${#targets[@]} -eq 0 ]; then
     echo "run.sh: no benchmark selected" >&2
     exit 1
 fi
-cmake --build "$build" -j"$jobs" --target "${targets[@]}" >/dev/null
+# Benchmarks that start the real daemon (bench_offer...) need rabrokerd too.
+cmake --build "$build" -j"$jobs" --target "${targets[@]}" rabrokerd >/dev/null
 
 # Each connection in one process costs two descriptors (client + server).
 hard=$(ulimit -Hn)
