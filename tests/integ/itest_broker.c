@@ -37,6 +37,13 @@ static const char *policy_bob =
     "dc=example\"\n"
     "allow view user \"CORP\\bob\" on workstations\n";
 
+static const char *policy_kiosks =
+    "scope workstations ou=\"ou=Workstations,ou=Computers,dc=corp,"
+    "dc=example\"\n"
+    "scope kiosks machine-group=\"CORP\\kiosks\"\n"
+    "allow control group \"CORP\\helpdesk\" on workstations\n"
+    "allow view user \"CORP\\bob\" on kiosks\n";
+
 static void
 slapd_up(void)
 {
@@ -303,6 +310,26 @@ START_TEST(t_agent_listed_by_policy)
 	m = list_machines(bob);
 	ck_assert_int_eq(json_array_size(m), 0);
 	json_decref(m);
+
+	/* A rule scoped to a group of machines (ws-043 is in CORP\kiosks,
+	 * learnt from the directory at hello). */
+	{
+		struct tl_client *k = connect_as(base, &b, "ws-043");
+		ck_assert_int_eq(
+		    tl_client_agent_login(k, "ws-043.corp.example", NULL), 0);
+		ck_assert_int_eq(tl_broker_write_policy(&b, policy_kiosks), 0);
+		ck_assert_int_eq(tl_broker_signal(&b, SIGHUP), 0);
+		ck_assert(
+		    tl_broker_wait_audit(&b, "\"policy_reloaded\"", 1, 3000));
+		m = list_machines(bob);
+		ck_assert_int_eq(json_array_size(m), 1);
+		ck_assert(lists(m, "ws-043.corp.example"));
+		json_decref(m);
+		m = list_machines(alice);
+		ck_assert_int_eq(json_array_size(m), 2);
+		json_decref(m);
+		tl_client_free(k);
+	}
 
 	ck_assert(tl_broker_wait_audit(&b, "\"agent_online\"", 1, 2000));
 	ck_assert(tl_broker_wait_audit(&b, "\"auth_succeeded\"", 2, 2000));
@@ -642,7 +669,7 @@ START_TEST(t_keepalive_and_login_timeout)
 	memset(&o, 0, sizeof(o));
 	o.slapd = &slapd;
 	o.policy = policy_helpdesk;
-	o.keepalive_s = 1;
+	o.keepalive_s = 2; /* silent for 6 s = gone */
 	o.extra = "[broker]\nlogin_timeout = 2s\n";
 	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
 	ck_assert(tl_broker_start(&b) == 0);
@@ -659,13 +686,13 @@ START_TEST(t_keepalive_and_login_timeout)
 	        json_pack("{s:s}", "fqdn", "ws-042.corp.example"), 5000, &res),
 	    0);
 	ck_assert_int_eq(
-	    json_integer_value(json_object_get(res, "keepalive")), 1);
+	    json_integer_value(json_object_get(res, "keepalive")), 2);
 	json_decref(res);
 	a2 = connect_as(base, &b, "ws-043");
 	ck_assert_int_eq(
 	    tl_client_agent_login(a2, "ws-043.corp.example", NULL), 0);
 	/* a1 pings every 400 ms, a2 says nothing. */
-	end = tl_now_ms() + 6000;
+	end = tl_now_ms() + 9500;
 	while (tl_now_ms() < end && !tl_client_closed(a1)) {
 		ck_assert_int_eq(
 		    tl_client_call(a1, "ping", json_object(), 2000, NULL), 0);
