@@ -8,6 +8,9 @@
  * restart keep the data and the ports, so a test can take the directory
  * away mid-run and bring it back where clients expect it. A watchdog kills
  * slapd when the starting process dies. All calls are bounded in time.
+ * The environment reaches slapd.sh: SLAPD_LOGLEVEL (default "stats", "0"
+ * for benchmarks), SLAPD_PKI, SLAPD_CERT/SLAPD_KEY (another server
+ * certificate), TL_SLAPD_KEEP (tl_slapd_destroy keeps the directory).
  */
 #ifndef TL_SLAPD_H
 #define TL_SLAPD_H
