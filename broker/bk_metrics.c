@@ -57,8 +57,10 @@ struct bk_metrics {
 /* Outcomes always present (0 until they happen), in this order. */
 static const char *const offer_outcomes[] = {"accepted", "declined",
     "timed_out", "forbidden", "offline", "cancelled", "expired", "revoked"};
-static const char *const auth_reasons[] = {"bad_credentials", "unknown_user",
-    "certificate", "mechanism", "rate_limited", "other"};
+/* The SASL layer deliberately does not tell a wrong password from an
+ * unknown user (both are "authentication failed"): neither does this. */
+static const char *const auth_reasons[] = {
+    "auth_failed", "certificate", "mechanism", "rate_limited", "other"};
 
 int
 bk_metrics_check_listen(
@@ -168,16 +170,13 @@ auth_reason_label(const char *r)
 {
 	if (r == NULL)
 		return "other";
-	if (strcasestr(r, "password") || strcasestr(r, "credential") ||
-	    strcasestr(r, "auth_failed") || strcasestr(r, "bind"))
-		return "bad_credentials";
-	if (strcasestr(r, "no such") || strcasestr(r, "unknown user") ||
-	    strcasestr(r, "not found") || strcasestr(r, "no user"))
-		return "unknown_user";
 	if (strcasestr(r, "certificate"))
 		return "certificate";
 	if (strcasestr(r, "mechanism"))
 		return "mechanism";
+	if (strcasestr(r, "authentication failed") ||
+	    strcasestr(r, "auth_failed"))
+		return "auth_failed";
 	return "other";
 }
 
