@@ -62,6 +62,8 @@
 /* Offers awaiting consent per helper account: enough for any person,
  * small enough that a runaway script is stopped (rate_limited). */
 #define OFFER_MAX_PENDING 256
+/* ... and per machine, so that nobody can flood a user with prompts. */
+#define OFFER_MAX_PENDING_MACHINE 16
 #define OFFER_MACHINE_MAX 255
 #define OFFER_USER_MAX 256
 /* Keep final tickets in the store this long (ticket.list of a restarted
@@ -788,18 +790,23 @@ policy_decide(struct bk_ctx *ctx, const struct az_entry *u,
 	az_policy_eval(ctx->policy, &s, &t, d);
 }
 
-static size_t
-pending_for(struct bk_offers *os, const char *account)
+/* Offers awaiting consent from this account, and on this machine. */
+static void
+pending_for(struct bk_offers *os, const char *account, const char *machine,
+    size_t *by_helper, size_t *on_machine)
 {
 	struct offer *o;
-	size_t n = 0;
 
-	for (o = os->head; o != NULL; o = o->next)
-		if ((o->t->state == BK_TS_OFFERED ||
-		        o->t->state == BK_TS_PROMPTING) &&
-		    strcasecmp(o->t->helper, account) == 0)
-			n++;
-	return n;
+	*by_helper = *on_machine = 0;
+	for (o = os->head; o != NULL; o = o->next) {
+		if (o->t->state != BK_TS_OFFERED &&
+		    o->t->state != BK_TS_PROMPTING)
+			continue;
+		if (strcasecmp(o->t->helper, account) == 0)
+			(*by_helper)++;
+		if (strcasecmp(o->t->machine, machine) == 0)
+			(*on_machine)++;
+	}
 }
 
 void
@@ -823,6 +830,7 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	int64_t cap;
 	char *psk;
 	const char *first;
+	size_t nh, nm;
 
 	if (id == NULL)
 		return; /* request only */
@@ -904,9 +912,13 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		    json_pack("{s:s}", "rule", d.rule_text));
 		return;
 	}
-	if (pending_for(os, account) >= OFFER_MAX_PENDING) {
+	pending_for(os, account, machine, &nh, &nm);
+	if (nh >= OFFER_MAX_PENDING || nm >= OFFER_MAX_PENDING_MACHINE) {
 		rp_conn_error(c, id, RP_ERR_RATE_LIMITED,
-		    "too many offers awaiting consent", NULL);
+		    nh >= OFFER_MAX_PENDING
+		        ? "too many offers of this account await consent"
+		        : "too many offers await consent on this machine",
+		    NULL);
 		return;
 	}
 	/* Policy grants view only: the ticket is view only (never escalates). */
