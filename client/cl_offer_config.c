@@ -1144,14 +1144,16 @@ cl_offer_read_password_tty(const char *prompt, char *buf, size_t bufsize,
 	noecho = old;
 	noecho.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
 	noecho.c_lflag |= ICANON;
-	if (write(fd, prompt, strlen(prompt)) < 0) {
-		/* the prompt is a courtesy; the read still works */
-	}
+	/* Echo off before the prompt: whatever is typed after seeing it is
+	 * never shown. */
 	if (tcsetattr(fd, TCSAFLUSH, &noecho) != 0) {
 		snprintf(
 		    err, errlen, "cannot turn echo off: %s", strerror(errno));
 		close(fd);
 		return -1;
+	}
+	if (write(fd, prompt, strlen(prompt)) < 0) {
+		/* the prompt is a courtesy; the read still works */
 	}
 	for (;;) {
 		ssize_t n = read(fd, &ch, 1);

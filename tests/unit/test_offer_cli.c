@@ -10,11 +10,16 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -719,6 +724,62 @@ START_TEST(test_password_file)
 }
 END_TEST
 
+/* The terminal prompt: echo is off while the password is typed and back
+ * on afterwards; the password never appears on the terminal. */
+START_TEST(test_password_tty_no_echo)
+{
+	char seen[4096];
+	size_t n = 0;
+	int master, st = -1, typed = 0, i;
+	pid_t pid;
+
+	seen[0] = '\0';
+	pid = forkpty(&master, NULL, NULL, NULL);
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char buf[64], err[256];
+		size_t len = 0;
+		struct termios t;
+		int r = cl_offer_read_password_tty(
+		    "Password: ", buf, sizeof(buf), &len, err, sizeof(err));
+		int ok = r == 0 && len == 9 && strcmp(buf, "hunter2!x") == 0;
+		/* echo restored */
+		ok = ok && tcgetattr(0, &t) == 0 && (t.c_lflag & ECHO);
+		_exit(ok ? 0 : 1);
+	}
+	for (i = 0; i < 200; i++) { /* at most about 10 s */
+		struct pollfd p = {master, POLLIN, 0};
+		if (poll(&p, 1, 50) > 0) {
+			ssize_t r =
+			    read(master, seen + n, sizeof(seen) - 1 - n);
+			if (r <= 0)
+				break;
+			n += (size_t)r;
+			seen[n] = '\0';
+		}
+		if (!typed && strstr(seen, "Password: ") != NULL) {
+			ck_assert_int_eq(write(master, "hunter2!x\n", 10), 10);
+			typed = 1;
+		}
+		if (st == -1 && waitpid(pid, &st, WNOHANG) != pid)
+			st = -1;
+		else if (st != -1 && n > 0)
+			break;
+	}
+	if (st == -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+	close(master);
+	ck_assert_msg(typed, "no prompt: \"%s\"", seen);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	    "the password was not read back right (status %d)", st);
+	ck_assert_msg(strstr(seen, "hunter2") == NULL,
+	    "the password was echoed: \"%s\"", seen);
+	ck_assert_msg(strstr(seen, "Password: ") != NULL, "%s", seen);
+}
+END_TEST
+
 /* The shipped example parses, and its active keys are the documented
  * ones. */
 START_TEST(test_deploy_example)
@@ -762,6 +823,7 @@ suite(void)
 	tcase_add_test(tc, test_local_addrs);
 	tcase_add_test(tc, test_password_file);
 	tcase_add_test(tc, test_deploy_example);
+	tcase_add_test(tc, test_password_tty_no_echo);
 	suite_add_tcase(s, tc);
 	return s;
 }
