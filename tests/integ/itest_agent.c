@@ -241,7 +241,8 @@ agent_bin(void)
 	return p;
 }
 
-static int agent_raw; /* protocol raw with a no-op start_command */
+static int agent_raw;            /* protocol raw with a no-op start_command */
+static uint16_t target_override; /* a real VNC server instead of rfb */
 
 static void
 agent_start(int relay, unsigned connect_timeout)
@@ -287,8 +288,9 @@ agent_start(int relay, unsigned connect_timeout)
 	    "%s%s\n"
 	    "[log]\n"
 	    "level = %s\n",
-	    br.port, br.pki, br.pki, br.pki, agent_dir, script, rfb.port,
-	    connect_timeout, relay ? "yes" : "no",
+	    br.port, br.pki, br.pki, br.pki, agent_dir, script,
+	    target_override ? target_override : rfb.port, connect_timeout,
+	    relay ? "yes" : "no",
 	    agent_raw ? "protocol = raw\nstart_command = " : "",
 	    agent_raw ? start : "", agent_raw ? "info" : "debug");
 	write_file(agent_conf, text, 0644);
@@ -818,6 +820,168 @@ START_TEST(t_reconnect)
 }
 END_TEST
 
+/* ---- a real VNC server (x11vnc on Xvfb), when installed ------------------ */
+
+static pid_t
+spawn(char *const argv[], const char *log)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		setpgid(0, 0);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void
+reap(pid_t pid)
+{
+	int st;
+
+	if (pid <= 0)
+		return;
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 30; i++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return;
+		usleep(100000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+}
+
+static int
+port_open(uint16_t port)
+{
+	struct sockaddr_storage ss;
+	int len = tl_loopback((struct sockaddr *)&ss, 0, port);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+	ok = connect(fd, (struct sockaddr *)&ss, (socklen_t)len) == 0;
+	close(fd);
+	return ok;
+}
+
+static size_t
+need(struct evbuffer *b, size_t n)
+{
+	wait_bytes(b, n, T_WAIT);
+	return evbuffer_get_length(b);
+}
+
+/* The agent's RFB filter in front of a real x11vnc: the whole handshake
+ * and a framebuffer update go through; skipped without x11vnc/Xvfb. */
+START_TEST(t_x11vnc)
+{
+	char disp[16], port[16], xlog[700], vlog[700], *xa[8], *va[16];
+	pid_t xpid, vpid;
+	struct tl_client *h;
+	unsigned char b[64];
+	uint16_t vport = tl_free_port();
+	int dn = 50 + (int)(getpid() % 200), has_none = 0;
+	size_t n;
+
+	if (access("/usr/bin/x11vnc", X_OK) != 0 ||
+	    access("/usr/bin/Xvfb", X_OK) != 0) {
+		fprintf(stderr,
+		    "t_x11vnc: x11vnc or Xvfb not installed: "
+		    "skipped\n");
+		return;
+	}
+	snprintf(disp, sizeof(disp), ":%d", dn);
+	snprintf(port, sizeof(port), "%u", vport);
+	snprintf(xlog, sizeof(xlog), "%s/xvfb.log", br.dir);
+	snprintf(vlog, sizeof(vlog), "%s/x11vnc.log", br.dir);
+	xa[0] = "Xvfb";
+	xa[1] = disp;
+	xa[2] = "-screen";
+	xa[3] = "0";
+	xa[4] = "320x200x24";
+	xa[5] = "-nolisten";
+	xa[6] = "tcp";
+	xa[7] = NULL;
+	xpid = spawn(xa, xlog);
+	usleep(500000);
+	{
+		char *v[] = {"x11vnc", "-display", disp, "-rfbport", port,
+		    "-localhost", "-nopw", "-forever", "-shared", "-norc",
+		    "-nossl", "-noxdamage", NULL};
+		memcpy(va, v, sizeof(v));
+	}
+	vpid = spawn(va, vlog);
+	for (int i = 0; i < 100 && !port_open(vport); i++)
+		usleep(100000);
+	if (!port_open(vport)) {
+		reap(vpid);
+		reap(xpid);
+		ck_abort_msg("x11vnc did not listen (see %s)", vlog);
+	}
+	target_override = vport;
+	agent_start(0, 3);
+	h = helper_login();
+	answer("offer", "yes");
+	offer(h, "view", helper_addr());
+	ck_assert_msg(
+	    tl_run_until(base, is_set, &hl.ready, T_WAIT), "no tunnel");
+	ck_assert_uint_ge(need(hl.in, 12), 12);
+	evbuffer_remove(hl.in, b, 12);
+	ck_assert_int_eq(memcmp(b, "RFB 003.", 8), 0);
+	rp_tls_write(hl.t, "RFB 003.008\n", 12);
+	ck_assert_uint_ge(need(hl.in, 1), 1);
+	evbuffer_remove(hl.in, b, 1);
+	n = b[0];
+	ck_assert_uint_gt(n, 0);
+	ck_assert_uint_ge(need(hl.in, n), n);
+	evbuffer_remove(hl.in, b + 1, n);
+	for (size_t i = 1; i <= n; i++)
+		has_none |= b[i] == 1;
+	ck_assert_msg(has_none, "x11vnc offers no None security");
+	rp_tls_write(hl.t, "\x01", 1);
+	ck_assert_uint_ge(need(hl.in, 4), 4);
+	evbuffer_remove(hl.in, b, 4);
+	ck_assert_int_eq(b[3], 0);     /* SecurityResult OK */
+	rp_tls_write(hl.t, "\x01", 1); /* ClientInit shared */
+	ck_assert_uint_ge(need(hl.in, 24), 24);
+	evbuffer_remove(hl.in, b, 24);
+	ck_assert_uint_eq((unsigned)(b[0] << 8 | b[1]), 320); /* width */
+	ck_assert_uint_eq((unsigned)(b[2] << 8 | b[3]), 200);
+	n = (size_t)b[20] << 24 | (size_t)b[21] << 16 | (size_t)b[22] << 8 |
+	    b[23];
+	ck_assert_uint_ge(need(hl.in, n), n);
+	evbuffer_drain(hl.in, n);
+	/* View mode: input is dropped, the update request passes. */
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	rp_tls_write(hl.t, ptr_ev, sizeof(ptr_ev));
+	{
+		unsigned char req[10] = {3, 0, 0, 0, 0, 0, 1, 64, 0, 200};
+		rp_tls_write(hl.t, req, sizeof(req));
+	}
+	ck_assert_msg(need(hl.in, 4) >= 4, "no FramebufferUpdate");
+	evbuffer_remove(hl.in, b, 4);
+	ck_assert_int_eq(b[0], 0); /* FramebufferUpdate */
+	fprintf(stderr,
+	    "t_x11vnc: x11vnc %ux%u through the agent, "
+	    "FramebufferUpdate received\n",
+	    320u, 200u);
+	ck_assert_ptr_nonnull(hl.t);
+	rp_tls_close(hl.t);
+	tl_run_until(base, hl_gone, NULL, T_WAIT);
+	ck_assert(tl_broker_wait_audit(&br, "session_disconnected", 1, T_WAIT));
+	tl_client_free(h);
+	agent_stop();
+	target_override = 0;
+	reap(vpid);
+	reap(xpid);
+}
+END_TEST
+
 /* ---- relay: the helper's side ------------------------------------------ */
 
 struct relay_helper {
@@ -1197,6 +1361,7 @@ agent_suite(void)
 	tcase_add_test(tc, t_cancel_tears_down);
 	tcase_add_test(tc, t_relay);
 	tcase_add_test(tc, t_reconnect);
+	tcase_add_test(tc, t_x11vnc);
 	suite_add_tcase(s, tc);
 	/* CK_RUN_CASE=bench RABROKER_BENCH_TUNNEL=1 runs only the benchmark */
 	tc = tcase_create("bench");
