@@ -616,6 +616,65 @@ START_TEST(t_idle_and_budget)
 }
 END_TEST
 
+/* Backpressure: while the helper does not read, the broker stops reading
+ * the agent, so the bytes wait at the agent (and in kernel buffers), not
+ * in the broker's memory. When the helper reads again, every byte arrives
+ * unchanged. */
+START_TEST(t_backpressure)
+{
+	struct tl_client *a, *h;
+	struct raw *ra, *rh;
+	char tid[33];
+	json_t *j;
+	enum { N = 64 * 1024 * 1024 };
+	unsigned char *buf = malloc(N), *got;
+	struct waitbytes w;
+	size_t rss0, rss1, pending;
+
+	ck_assert_ptr_nonnull(buf);
+	broker_with("[relay]\nwait_timeout = 5s\nidle_timeout = 60s\n");
+	make_ticket(&a, &h, tid, 1);
+	ra = raw_agent();
+	rh = raw_helper("alice");
+	raw_send(ra, "relay.join",
+	    json_pack("{s:s, s:s}", "ticket", tid, "side", "agent"));
+	j = raw_call(rh, "relay.join",
+	    json_pack("{s:s, s:s}", "ticket", tid, "side", "helper"), T_WAIT);
+	ck_assert_str_eq(
+	    jstr(json_object_get(j, "result"), "status"), "paired");
+	json_decref(j);
+	j = raw_line(ra, T_WAIT);
+	ck_assert_ptr_nonnull(j);
+	json_decref(j);
+
+	rss0 = tl_broker_rss(&br);
+	rp_tls_set_reading(rh->t, 0);
+	fill(buf, N, 7);
+	ck_assert_int_eq(rp_tls_write(ra->t, buf, N), 0);
+	tl_run_until(base, NULL, NULL, 2500);
+	rss1 = tl_broker_rss(&br);
+	pending = rp_tls_out_pending(ra->t);
+	ck_assert_msg(rss1 < rss0 + 16 * 1024 * 1024,
+	    "broker RSS grew from %zu to %zu bytes", rss0, rss1);
+	ck_assert_msg(pending > 16 * 1024 * 1024,
+	    "only %zu bytes still queued at the agent", pending);
+	ck_assert_uint_eq(evbuffer_get_length(rh->in), 0);
+
+	rp_tls_set_reading(rh->t, 1);
+	w.r = rh;
+	w.n = N;
+	ck_assert(tl_run_until(base, got_bytes, &w, 30000));
+	ck_assert_uint_eq(evbuffer_get_length(rh->in), N);
+	got = evbuffer_pullup(rh->in, -1);
+	ck_assert_int_eq(memcmp(got, buf, N), 0);
+	raw_free(ra);
+	raw_free(rh);
+	free(buf);
+	tl_client_free(h);
+	tl_client_free(a);
+}
+END_TEST
+
 /* The novice ends the ticket while its relay runs: the relay is cut. The
  * registered agent connection may not be turned into a relay. */
 START_TEST(t_ticket_closed)
@@ -673,6 +732,7 @@ suite(void)
 	tcase_add_test(tc, t_wait_timeout);
 	tcase_add_test(tc, t_idle_and_budget);
 	tcase_add_test(tc, t_ticket_closed);
+	tcase_add_test(tc, t_backpressure);
 	suite_add_tcase(s, tc);
 	return s;
 }
