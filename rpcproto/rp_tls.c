@@ -43,6 +43,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -697,6 +698,93 @@ bad:
 	return -1;
 }
 
+/* Validity period of crt at `now`; 0 or -1 with a message. */
+static int
+tls_crt_current(gnutls_x509_crt_t crt, time_t now, const char *what, char *err,
+    size_t errlen)
+{
+	time_t nb = gnutls_x509_crt_get_activation_time(crt);
+	time_t na = gnutls_x509_crt_get_expiration_time(crt);
+
+	if (nb == (time_t)-1 || na == (time_t)-1 || now < nb || now > na) {
+		snprintf(err, errlen, "%s: %s", what,
+		    now > na ? "the certificate has expired"
+		             : "the certificate is not yet valid");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A resumed session: the client certificate comes from our own ticket
+ * (authenticated with our ticket key), so it passed the full verification
+ * (chain signatures, key purpose, names) when the ticket was issued, at
+ * most ticket_lifetime ago. What can have changed since is time and our
+ * trust: the certificates of the chain must still be within their validity
+ * and the chain must still end at a CA of the current trust list. That is
+ * checked here without signature operations (an ECDSA verification costs
+ * more than the rest of a resumed handshake: this is what makes a mass
+ * reconnection cheap). Revocation: rp_tls has no CRLs; a certificate the
+ * CA revokes gets in by resumption at most until its tickets expire.
+ */
+static int
+tls_recheck_resumed(struct rp_tls *t, char *err, size_t errlen)
+{
+	const gnutls_datum_t *certs;
+	unsigned n = 0;
+	gnutls_x509_trust_list_t tl = NULL;
+	gnutls_x509_crt_t chain[8], issuer = NULL;
+	time_t now = time(NULL);
+	unsigned i, k = 0;
+	int rc = -1;
+
+	certs = gnutls_certificate_get_peers(t->s, &n);
+	if (n > 8)
+		n = 8;
+	for (k = 0; k < n; k++) {
+		if (gnutls_x509_crt_init(&chain[k]) < 0)
+			break;
+		if (gnutls_x509_crt_import(
+		        chain[k], &certs[k], GNUTLS_X509_FMT_DER) < 0) {
+			gnutls_x509_crt_deinit(chain[k]);
+			break;
+		}
+	}
+	if (k == 0 || k < n) {
+		snprintf(err, errlen,
+		    "client certificate from the session "
+		    "ticket unreadable");
+		goto out;
+	}
+	gnutls_certificate_get_trust_list(t->ctx->cert, &tl);
+	for (i = 0; i < k; i++) {
+		if (tls_crt_current(
+		        chain[i], now, "client certificate", err, errlen) < 0)
+			goto out;
+		if (tl != NULL &&
+		    gnutls_x509_trust_list_get_issuer(
+		        tl, chain[i], &issuer, 0) == 0) {
+			if (tls_crt_current(
+			        issuer, now, "client CA", err, errlen) < 0)
+				goto out;
+			rc = 0;
+			goto out;
+		}
+		if (i + 1 >= k ||
+		    !gnutls_x509_crt_check_issuer(chain[i], chain[i + 1]))
+			break;
+	}
+	snprintf(err, errlen,
+	    "client certificate: its CA is no longer "
+	    "trusted");
+out:
+	while (k > 0)
+		gnutls_x509_crt_deinit(chain[--k]);
+	if (rc == 0)
+		return tls_peer_name(t, err, errlen);
+	return rc;
+}
+
 /* Server side: checks the client certificate after the handshake. */
 static int
 tls_verify_client(struct rp_tls *t, char *err, size_t errlen)
@@ -714,6 +802,8 @@ tls_verify_client(struct rp_tls *t, char *err, size_t errlen)
 		}
 		return 0;
 	}
+	if (t->ctx->ticket_key.data != NULL && gnutls_session_is_resumed(t->s))
+		return tls_recheck_resumed(t, err, errlen);
 	/* The certificate must be issued for TLS clients: a server
 	 * certificate from the same CA must not pass as a machine or a
 	 * helper identity. */

@@ -1143,6 +1143,8 @@ rs_accept(evutil_socket_t fd, void *arg)
 		close(fd);
 }
 
+static const char *rs_ca = "ca.pem"; /* the server's trust anchor */
+
 static struct rp_tls_ctx *
 rs_server_ctx(
     const char *key_file, unsigned lifetime_s, char *err, size_t errlen)
@@ -1150,7 +1152,7 @@ rs_server_ctx(
 	struct rp_tls_opts so = {0};
 
 	so.role = RP_TLS_SERVER;
-	so.ca_file = tl_path(pki, "ca.pem");
+	so.ca_file = tl_path(pki, rs_ca);
 	so.cert_file = tl_path(pki, "broker.pem");
 	so.key_file = tl_path(pki, "broker-key.pem");
 	so.client_cert = RP_TLS_CLIENT_CERT_REQUEST;
@@ -1358,6 +1360,16 @@ START_TEST(resume_key_file_survives_restart)
 	    sctx, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, NULL));
 	ck_assert_int_eq(resumed, 1);
 	ck_assert_str_eq(id, "ws-042.corp.example");
+	rp_tls_ctx_free(sctx);
+	/* Restarted trusting another CA only: the certificate inside the
+	 * ticket no longer chains to a trusted CA, so no resumption (and no
+	 * full handshake either). */
+	rs_ca = "rogue-ca.pem";
+	sctx = rs_server_ctx(file, 0, err, sizeof(err));
+	rs_ca = "ca.pem";
+	ck_assert_msg(sctx != NULL, "%s", err);
+	ck_assert(!rs_connect(
+	    sctx, cctx, tk, tl, &resumed, id, sizeof(id), NULL, NULL, NULL));
 	rp_tls_ctx_free(sctx);
 	/* Readable by others: refused. Garbage: refused. */
 	chmod(file, 0644);
