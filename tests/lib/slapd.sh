@@ -101,17 +101,17 @@ launch() { # dir: starts slapd with the ports from the environment
 		return 1
 	fi
 	if [ -n "${SLAPD_OWNER_PID:-}" ]; then
-		local spid owner=$SLAPD_OWNER_PID
-		spid=$(cat "$d/slapd.pid.run")
-		(
-			exec </dev/null >/dev/null 2>&1
-			while kill -0 "$owner" 2>/dev/null &&
-			    kill -0 "$spid" 2>/dev/null; do
-				sleep 1
-			done
-			kill -9 "$spid" 2>/dev/null || true
-		) &
-		disown || true
+		# The watchdog has its own session: Check kills a finished
+		# test's whole process group, and a watchdog in that group
+		# would die with it and leave slapd behind. kill -9 also ends
+		# a slapd a test left stopped (SIGSTOP).
+		# It checks slapd's command line each time, so a reused pid
+		# is never killed.
+		setsid bash -c 'mine() { grep -qF "$3" "/proc/$2/cmdline"; }
+		    while kill -0 "$1" 2>/dev/null && mine "$@"; do sleep 1
+		    done; mine "$@" && kill -9 "$2"' watchdog \
+		    "$SLAPD_OWNER_PID" "$(cat "$d/slapd.pid.run")" \
+		    "$d/slapd.conf" </dev/null >/dev/null 2>&1 &
 	fi
 	return 0
 }
