@@ -4,12 +4,12 @@
  * (checked by rp_conn with json_unpack before the handler runs) and its
  * handler. docs/METHODS.md is the contract; unknown members are ignored.
  *
- * The params spec is "{}" (params must be an object) for every method, and
- * each handler checks its own members: rp_conn validates specs with
- * json_unpack_ex(JSON_VALIDATE_ONLY) and no further arguments, but jansson
- * reads object keys from the varargs even in validate-only mode, so a spec
- * naming keys ("{s:s}") would read garbage. The members each method needs
- * are listed beside it.
+ * The params spec (rp_conn's inline-key json_unpack format, checked before
+ * the handler runs) names the required members and the optional ones
+ * whose type is simple; lists and objects (addresses, sessions) and the
+ * "string or null" of auth.start's initial are checked by the handlers,
+ * which also re-check what they use. rp_methods_check validates this table
+ * at start-up (rabrokerd, -n) and in test_bk_methods.
  */
 #include <stddef.h>
 
@@ -23,10 +23,9 @@
 
 const struct rp_method bk_methods[] = {
     /* Any role. */
-    /* version:int, role:str, software?:str */
     {.name = "hello",
         .states = RP_ST_NEW,
-        .params = "{}",
+        .params = "{version:I, role:s, software?:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_hello},
     {.name = "ping",
@@ -36,40 +35,35 @@ const struct rp_method bk_methods[] = {
         .handler = bk_h_ping},
 
     /* Helper: SASL, then the listing and the offers. */
-    /* mechanism:str, initial?:str|null */
+    /* initial?: base64 str, or null = no initial response */
     {.name = "auth.start",
         .states = RP_ST_HELLO,
-        .params = "{}",
+        .params = "{mechanism:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_auth_start},
-    /* response:str */
     {.name = "auth.step",
         .states = RP_ST_AUTHING,
-        .params = "{}",
+        .params = "{response:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_auth_step},
-    /* filter?:str */
     {.name = "machines.list",
         .states = HELPER,
-        .params = "{}",
+        .params = "{filter?:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_machines_list},
-    /* machine:str, mode:str, addresses:[str] */
     {.name = "offer.create",
         .states = HELPER,
-        .params = "{}",
+        .params = "{machine:s, mode:s, addresses:[s]}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_offer_create},
-    /* ticket:str */
     {.name = "offer.cancel",
         .states = HELPER,
-        .params = "{}",
+        .params = "{ticket:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_offer_cancel},
-    /* ticket:str */
     {.name = "control.request",
         .states = HELPER,
-        .params = "{}",
+        .params = "{ticket:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_control_request},
     {.name = "ticket.list",
@@ -79,36 +73,32 @@ const struct rp_method bk_methods[] = {
         .handler = bk_h_ticket_list},
 
     /* Agent (machine certificate). */
-    /* fqdn:str, addresses?:[str], sessions?:[obj], software?:str */
+    /* addresses: [str], sessions: [{id, user, kind, locked?}] */
     {.name = "agent.register",
         .states = AGENT,
-        .params = "{}",
+        .params = "{fqdn:s, addresses?:o, sessions?:o, software?:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_agent_register},
-    /* sessions:[obj] */
     {.name = "agent.sessions",
         .states = AGENT,
-        .params = "{}",
+        .params = "{sessions:o}",
         .flags = RP_M_NOTIFY_OK,
         .handler = bk_h_agent_sessions},
-    /* ticket:str, user?:str */
     {.name = "ticket.expire",
         .states = AGENT,
-        .params = "{}",
+        .params = "{ticket:s, user?:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_ticket_expire},
-    /* ticket:str, event:str, ... */
     {.name = "session.event",
         .states = AGENT,
-        .params = "{}",
+        .params = "{ticket:s, event:s}",
         .flags = RP_M_NOTIFY_OK,
         .handler = bk_h_session_event},
 
     /* Relay. */
-    /* ticket:str, side:str */
     {.name = "relay.join",
         .states = AGENT | HELPER,
-        .params = "{}",
+        .params = "{ticket:s, side:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_relay_join},
 };

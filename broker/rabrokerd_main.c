@@ -36,6 +36,7 @@
 #include "bk.h"
 #include "bk_audit.h"
 #include "bk_config.h"
+#include "bk_methods.h"
 #include "bk_control.h"
 #include "bk_metrics.h"
 #include "bk_offer.h"
@@ -278,6 +279,11 @@ main(int argc, char **argv)
 	if ((ctx->tls = rp_tls_ctx_new(&to, err, sizeof(err))) == NULL) {
 		fprintf(
 		    stderr, "%s: [broker] TLS credentials: %s\n", path, err);
+		goto out;
+	}
+	/* A broken method table is a bug: refuse to run with it. */
+	if (rp_methods_check(bk_methods, bk_nmethods, err, sizeof(err)) != 0) {
+		fprintf(stderr, "rabrokerd: method table: %s\n", err);
 		goto out;
 	}
 	if (check_only) {
