@@ -144,6 +144,7 @@ do_stop() { # dir
 	pid=$(cat "$d/slapd.pid.run")
 	if kill -0 "$pid" 2>/dev/null; then
 		kill -TERM "$pid" 2>/dev/null || true
+		kill -CONT "$pid" 2>/dev/null || true # if a test stopped it
 		for i in $(seq 1 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
