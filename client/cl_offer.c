@@ -628,6 +628,10 @@ run_viewer_cmd(struct cl_offer *o)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
+		/* Its own process group, so that it and its children can be
+		 * ended together when the session is over. */
+		setpgid(0, 0);
+		signal(SIGPIPE, SIG_DFL);
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
@@ -1018,7 +1022,13 @@ on_offer_update(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 	} else if (strcmp(st, "accepted") == 0) {
 		struct timeval tv = {(time_t)o->cfg->relay_after_s, 0};
 		o->accepted = 1;
-		say(o, "accepted by %s; waiting for the agent to connect", who);
+		if (o->agent != NULL)
+			say(o, "accepted by %s", who);
+		else
+			say(o,
+			    "accepted by %s; waiting for the agent to "
+			    "connect",
+			    who);
 		if (o->cfg->relay_after_s > 0 && o->relay_timer != NULL &&
 		    o->agent == NULL)
 			evtimer_add(o->relay_timer, &tv);
@@ -1434,8 +1444,26 @@ on_chld(evutil_socket_t sig, short what, void *arg)
 		if (p != o->viewer_pid)
 			continue;
 		o->viewer_pid = 0;
-		log_info("the viewer command exited");
-		session_end(o, "viewer command exited");
+		/* A viewer that exits after connecting (the window closed)
+		 * ends the session through its connection; one that hands
+		 * the port to a running instance exits 0 at once and the
+		 * session waits for that. Only a failure without any viewer
+		 * connected ends it here. */
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+			log_info("the viewer command exited");
+			continue;
+		}
+		if (o->session != NULL) {
+			log_info("the viewer command exited (status %d)", st);
+			continue;
+		}
+		if (WIFEXITED(st))
+			say(o, "the viewer command failed (exit %d)",
+			    WEXITSTATUS(st));
+		else
+			say(o, "the viewer command was killed (signal %d)",
+			    WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+		session_end(o, "viewer command failed");
 	}
 }
 
@@ -1589,7 +1617,7 @@ out:
 	cl_listen_free(o->lis);
 	cl_listen_free(o->vlis);
 	if (o->viewer_pid > 0)
-		kill(o->viewer_pid, SIGTERM);
+		kill(-o->viewer_pid, SIGTERM); /* its process group */
 	cl_wipe(o->psk, sizeof(o->psk));
 	if (o->deadline)
 		event_free(o->deadline);

@@ -1042,6 +1042,54 @@ START_TEST(test_sigint_cancels)
 }
 END_TEST
 
+/* --viewer-cmd: started once the agent is connected with %p replaced by
+ * the viewer port; it gets the session there; it is ended with raoffer. */
+START_TEST(test_viewer_cmd)
+{
+	static char cmd[1400];
+	static const char *ex[] = {"--viewer-cmd", cmd, WS42, NULL};
+	char *port, *line;
+	pid_t pid;
+	int rc, st;
+
+	snprintf(cmd, sizeof(cmd),
+	    "echo %%p > %s/vport; echo $$ > %s/vpid; exec sleep 60", dir, dir);
+	set_answer(0, 0);
+	pid = raoffer(0, ex);
+	/* the file exists before the echo has written to it: wait for a
+	 * complete line */
+	line = wait_file(tl_path(dir, "vport"), "\n", T_WAIT);
+	ck_assert_msg(line != NULL, "the viewer command did not run");
+	free(line);
+	port = wait_file(tl_path(dir, "vport"), "", 100);
+	ck_assert_msg(port != NULL && atoi(port) > 0, "vport: %s", port);
+	line = wait_file(
+	    tl_path(dir, "raoffer.out"), "starting the viewer: echo ", 1000);
+	ck_assert_msg(line != NULL && strncmp(line, port, strlen(port)) == 0,
+	    "%%p not replaced by the port");
+	free(line);
+	st = viewer((unsigned)atoi(port));
+	ck_assert_msg(st == 0, "viewer failed at step %d", st);
+	rc = wait_exit(pid, T_WAIT);
+	ck_assert_int_eq(rc, 0);
+	/* the viewer command was ended with the session */
+	{
+		char *vp = read_file(tl_path(dir, "vpid"));
+		pid_t v = (pid_t)atoi(vp);
+		int gone = 0, i;
+		free(vp);
+		ck_assert_int_gt(v, 0);
+		for (i = 0; i < 100 && !gone; i++) {
+			gone = kill(v, 0) != 0;
+			if (!gone)
+				sleep_ms(50);
+		}
+		ck_assert_msg(gone, "the viewer command outlived raoffer");
+	}
+	free(port);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -1059,6 +1107,7 @@ suite(void)
 	tcase_add_test(tc, test_control);
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_sigint_cancels);
+	tcase_add_test(tc, test_viewer_cmd);
 	suite_add_tcase(s, tc);
 	return s;
 }
