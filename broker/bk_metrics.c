@@ -170,6 +170,8 @@ auth_reason_label(const char *r)
 {
 	if (r == NULL)
 		return "other";
+	if (strcmp(r, "rate_limited") == 0)
+		return "rate_limited";
 	if (strcasestr(r, "certificate"))
 		return "certificate";
 	if (strcasestr(r, "mechanism"))
@@ -191,14 +193,19 @@ static void
 on_audit(void *arg, enum bk_audit_event ev, const json_t *f)
 {
 	struct bk_metrics *mt = arg;
-	const char *right;
+	const char *right, *r;
 
 	switch (ev) {
 	case BK_AE_SESSION_ACCEPTED:
 		counter_add(&mt->offers, "accepted", 1);
 		break;
 	case BK_AE_OFFER_DECLINED:
-		counter_add(&mt->offers, "declined", 1);
+		/* The agent went away before the answer: not the user's no. */
+		r = fstr(f, "reason");
+		counter_add(&mt->offers,
+		    r != NULL && strcmp(r, "agent_offline") == 0 ? "offline"
+		                                                 : "declined",
+		    1);
 		break;
 	case BK_AE_OFFER_TIMED_OUT:
 		counter_add(&mt->offers, "timed_out", 1);

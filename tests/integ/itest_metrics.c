@@ -440,6 +440,45 @@ START_TEST(t_metrics_and_control)
 }
 END_TEST
 
+/* The agent goes away while its user is being asked: "offline", not
+ * "declined". Too many failed logins: "rate_limited". */
+START_TEST(t_offline_and_rate_limited)
+{
+	struct tl_client *a, *h, *bad;
+	json_t *p;
+	char tid[33];
+	int i;
+
+	broker_up(NULL, 1);
+	a = connect_as("ws-042");
+	ck_assert_int_eq(tl_client_agent_login(a, WS42, "CORP\\bob"), 0);
+	h = connect_as(NULL);
+	ck_assert_int_eq(tl_client_helper_login(h, "alice", "alice-pw"), 0);
+	ck_assert_int_eq(offer(h, tid), 0);
+	p = tl_client_wait_request(a, "novice.prompt", T_WAIT, NULL);
+	ck_assert_ptr_nonnull(p);
+	json_decref(p);
+	tl_client_free(a);
+	ck_assert(wait_update(h, tid, "declined"));
+	ck_assert(metric_is("rabroker_offers_total{outcome=\"offline\"}", 1));
+	ck_assert_int_eq(
+	    metric("rabroker_offers_total{outcome=\"declined\"}"), 0);
+	tl_client_free(h);
+
+	/* max_failures = 5 by default: the sixth attempt is refused. */
+	for (i = 0; i < 6; i++) {
+		bad = connect_as(NULL);
+		ck_assert_int_ne(
+		    tl_client_helper_login(bad, "bob", "wrong"), 0);
+		tl_client_free(bad);
+	}
+	ck_assert(metric_is(
+	    "rabroker_auth_failures_total{reason=\"auth_failed\"}", 5));
+	ck_assert(metric_is(
+	    "rabroker_auth_failures_total{reason=\"rate_limited\"}", 1));
+}
+END_TEST
+
 START_TEST(t_ctl_errors)
 {
 	char out[4096];
@@ -577,6 +616,7 @@ suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 90);
 	tcase_add_test(tc, t_metrics_and_control);
+	tcase_add_test(tc, t_offline_and_rate_limited);
 	tcase_add_test(tc, t_ctl_errors);
 	tcase_add_test(tc, t_listen_checks);
 	tcase_add_test(tc, t_port_taken);
