@@ -37,6 +37,7 @@
  *   bench_scale [-n 100000] [-c 256] [-k 60] [-i 30] [-b 5] [-s 64]
  *               [-t 900] [-F] [-x]
  *   -x: no directory (no slapd): phase 3 is skipped.
+ *   -C: only make the certificate cache, then exit.
  *
  * Needs (run.sh scale does the first two when run as root): RLIMIT_NOFILE
  * above N + 1024 for both processes (raised here up to fs.nr_open),
@@ -94,6 +95,7 @@ static struct tl_broker br;
 static struct ag *ags;
 static int nagents = 100000, conc = 256, keepalive = 60, idle_s = 30;
 static int cap_s = 5, nsrc = 64, tlimit = 900, full_restart, no_dir;
+static int certs_only;
 static char cache[600], capath[700];
 static uint32_t wheel[WHEEL];
 static uint32_t *rq; /* due, waiting for a free in-flight place (FIFO) */
@@ -970,7 +972,8 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: bench_scale [-n agents] [-c in flight] [-k keepalive s] "
-	    "[-i idle s] [-b backoff cap s] [-s sources] [-t s] [-F] [-x]\n");
+	    "[-i idle s] [-b backoff cap s] [-s sources] [-t s] [-F] [-x] "
+	    "[-C]\n");
 	exit(2);
 }
 
@@ -988,7 +991,7 @@ main(int argc, char **argv)
 	int have_list = 0, rc = 1;
 	struct timeval tick = {0, TICK_MS * 1000}, kat = {0, 100000};
 
-	while ((ch = getopt(argc, argv, "n:c:k:i:b:s:t:Fx")) != -1) {
+	while ((ch = getopt(argc, argv, "n:c:k:i:b:s:t:FxC")) != -1) {
 		switch (ch) {
 		case 'n':
 			nagents = atoi(optarg);
@@ -1016,6 +1019,9 @@ main(int argc, char **argv)
 			break;
 		case 'x':
 			no_dir = 1;
+			break;
+		case 'C':
+			certs_only = 1;
 			break;
 		default:
 			usage();
@@ -1054,6 +1060,8 @@ main(int argc, char **argv)
 	}
 	printf("agent certificates: %d made, %d from the cache %s (%.1f s)\n",
 	    made, nagents - made, cache, (now_ms() - t0) / 1e3);
+	if (certs_only)
+		return 0;
 
 	memset(&slapd, 0, sizeof(slapd));
 	if (!no_dir && tl_slapd_start(NULL, &slapd) != 0) {
