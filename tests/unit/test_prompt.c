@@ -1,0 +1,297 @@
+/* test_prompt.c - prompt commands as asynchronous children (cl_prompt):
+ * script answers, first accept wins, decline, timeout kill, nobody, and
+ * the terminal prompt on a pseudo-terminal. */
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "cl_agent_config.h"
+#include "cl_prompt.h"
+#include "cl_sessions.h"
+#include "rp_log.h"
+
+static struct event_base *base;
+static char dir[] = "/tmp/test_prompt.XXXXXX";
+static struct cl_agent_config cfg;
+
+struct result {
+	int done, accepted;
+	char user[160], session[32];
+};
+
+static void
+on_done(struct cl_prompt *p, int accepted, const char *user,
+    const char *session, void *arg)
+{
+	struct result *r = arg;
+
+	(void)p;
+	r->done = 1;
+	r->accepted = accepted;
+	snprintf(r->user, sizeof(r->user), "%s", user ? user : "");
+	snprintf(r->session, sizeof(r->session), "%s", session ? session : "");
+}
+
+/* Script: sleeps $RA_USER-specific seconds from DIR/delay-SESSION, then
+ * exits with DIR/exit-SESSION. */
+static void
+script_setup(void)
+{
+	char p[256];
+	FILE *f;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(p, sizeof(p), "%s/prompt.sh", dir);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f,
+	    "#!/bin/sh\n"
+	    "d=$(cat %s/delay-$RA_SESSION 2>/dev/null || echo 0)\n"
+	    "sleep $d\n"
+	    "printf '%%s %%s %%s %%s\\n' \"$RA_KIND\" \"$RA_TICKET\" "
+	    "\"$RA_HELPER\" \"$RA_TIMEOUT\" > %s/env-$RA_SESSION\n"
+	    "exit $(cat %s/exit-$RA_SESSION 2>/dev/null || echo 1)\n",
+	    dir, dir, dir);
+	fclose(f);
+	chmod(p, 0755);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.prompt = CL_PROMPT_SCRIPT;
+	cfg.prompt_script = strdup(p);
+	base = event_base_new();
+	log_init("test_prompt", LOG_LVL_WARN, 0);
+}
+
+static void
+script_teardown(void)
+{
+	char cmd[300];
+
+	free(cfg.prompt_script);
+	event_base_free(base);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	(void)system(cmd);
+	strcpy(dir, "/tmp/test_prompt.XXXXXX");
+}
+
+static void
+put(const char *name, const char *val)
+{
+	char p[256];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(val, f);
+	fclose(f);
+}
+
+static struct cl_session sess[3] = {
+    {.id = "s1", .user = "CORP\\bob", .kind = "graphical", .uid = -1},
+    {.id = "s2", .user = "CORP\\eve", .kind = "console", .uid = -1},
+    {.id = "s3", .user = "CORP\\ann", .kind = "remote", .uid = -1},
+};
+
+static double
+run(struct result *r, size_t n, unsigned timeout_s)
+{
+	struct cl_prompt_req q = {.kind = "offer",
+	    .ticket = "00112233445566778899aabbccddeeff",
+	    .helper = "CORP\\alice",
+	    .helper_host = "192.0.2.7",
+	    .mode = "view",
+	    .timeout_s = timeout_s};
+	struct timeval t0, t1, lim = {timeout_s + 5, 0};
+	struct cl_prompt *p;
+
+	memset(r, 0, sizeof(*r));
+	gettimeofday(&t0, NULL);
+	p = cl_prompt_start(base, &cfg, sess, n, &q, on_done, r);
+	ck_assert_ptr_nonnull(p);
+	event_base_loopexit(base, &lim);
+	while (!r->done && event_base_loop(base, EVLOOP_ONCE) == 0)
+		;
+	gettimeofday(&t1, NULL);
+	ck_assert_msg(r->done, "prompt never finished");
+	return (double)(t1.tv_sec - t0.tv_sec) +
+	    (double)(t1.tv_usec - t0.tv_usec) / 1e6;
+}
+
+START_TEST(t_first_accept_wins)
+{
+	struct result r;
+	double secs;
+
+	put("exit-s1", "1");
+	put("exit-s2", "0");
+	put("delay-s2", "0.3");
+	put("exit-s3", "0");
+	put("delay-s3", "10"); /* killed once s2 accepted */
+	secs = run(&r, 3, 20);
+	ck_assert_int_eq(r.accepted, 1);
+	ck_assert_str_eq(r.user, "CORP\\eve");
+	ck_assert_str_eq(r.session, "s2");
+	ck_assert_double_lt(secs, 5);
+	{
+		char p[256], line[256] = "";
+		FILE *f;
+		snprintf(p, sizeof(p), "%s/env-s2", dir);
+		f = fopen(p, "r");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+		fclose(f);
+		ck_assert_str_eq(line,
+		    "offer 00112233445566778899aabbccddeeff CORP\\alice 20\n");
+	}
+}
+END_TEST
+
+START_TEST(t_all_decline)
+{
+	struct result r;
+
+	put("exit-s1", "1");
+	put("exit-s2", "3");
+	run(&r, 2, 20);
+	ck_assert_int_eq(r.accepted, 0);
+	ck_assert_str_eq(r.user, "");
+}
+END_TEST
+
+/* Nobody answers in time: killed at the timeout, declined. */
+START_TEST(t_timeout)
+{
+	struct result r;
+	double secs;
+
+	put("exit-s1", "0");
+	put("delay-s1", "30");
+	secs = run(&r, 1, 1);
+	ck_assert_int_eq(r.accepted, 0);
+	ck_assert_double_ge(secs, 0.9);
+	ck_assert_double_lt(secs, 4);
+}
+END_TEST
+
+START_TEST(t_nobody)
+{
+	struct result r;
+
+	run(&r, 0, 5);
+	ck_assert_int_eq(r.accepted, 0);
+}
+END_TEST
+
+/* A missing script declines (exec fails: 127). */
+START_TEST(t_missing_script)
+{
+	struct result r;
+
+	free(cfg.prompt_script);
+	cfg.prompt_script = strdup("/nonexistent/prompt");
+	run(&r, 1, 5);
+	ck_assert_int_eq(r.accepted, 0);
+}
+END_TEST
+
+/* The terminal prompt on a pty: the question appears, "y" accepts, "n"
+ * declines. */
+static void
+terminal(const char *answer, int want)
+{
+	struct result r;
+	struct cl_session s = {.id = "t1",
+	    .user = "CORP\\bob",
+	    .kind = "console",
+	    .uid = (uid_t)-1};
+	struct cl_prompt_req q = {.kind = "offer",
+	    .ticket = "00112233445566778899aabbccddeeff",
+	    .helper = "CORP\\alice",
+	    .helper_host = "192.0.2.7",
+	    .mode = "view",
+	    .timeout_s = 10};
+	struct timeval lim = {15, 0};
+	char buf[1024];
+	size_t got = 0;
+	ssize_t n;
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	struct cl_prompt *p;
+
+	ck_assert_int_ge(m, 0);
+	ck_assert_int_eq(grantpt(m), 0);
+	ck_assert_int_eq(unlockpt(m), 0);
+	snprintf(s.tty, sizeof(s.tty), "%s", ptsname(m));
+	cfg.prompt = CL_PROMPT_TERMINAL;
+	memset(&r, 0, sizeof(r));
+	p = cl_prompt_start(base, &cfg, &s, 1, &q, on_done, &r);
+	ck_assert_ptr_nonnull(p);
+	/* Wait for the question. */
+	fcntl(m, F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < 100 && strstr(buf, "Allow?") == NULL; i++) {
+		n = read(m, buf + got, sizeof(buf) - got - 1);
+		if (n > 0)
+			got += (size_t)n;
+		buf[got] = '\0';
+		usleep(50000);
+	}
+	ck_assert_msg(strstr(buf, "CORP\\alice") != NULL, "question: %s", buf);
+	ck_assert_ptr_nonnull(strstr(buf, "Allow?"));
+	ck_assert_int_eq(
+	    write(m, answer, strlen(answer)), (ssize_t)strlen(answer));
+	event_base_loopexit(base, &lim);
+	while (!r.done && event_base_loop(base, EVLOOP_ONCE) == 0)
+		;
+	ck_assert(r.done);
+	ck_assert_int_eq(r.accepted, want);
+	close(m);
+}
+
+START_TEST(t_terminal_yes)
+{
+	terminal("y\n", 1);
+}
+END_TEST
+
+START_TEST(t_terminal_no)
+{
+	terminal("\n", 0);
+}
+END_TEST
+
+static Suite *
+prompt_suite(void)
+{
+	Suite *s = suite_create("prompt");
+	TCase *tc = tcase_create("prompt");
+
+	tcase_add_checked_fixture(tc, script_setup, script_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, t_first_accept_wins);
+	tcase_add_test(tc, t_all_decline);
+	tcase_add_test(tc, t_timeout);
+	tcase_add_test(tc, t_nobody);
+	tcase_add_test(tc, t_missing_script);
+	tcase_add_test(tc, t_terminal_yes);
+	tcase_add_test(tc, t_terminal_no);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(prompt_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
