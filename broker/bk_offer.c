@@ -1550,7 +1550,6 @@ bk_offers_restore(struct bk_ctx *ctx)
 	struct offer *o;
 	size_t i, kept = 0;
 	int rc = 0;
-	json_t *f;
 
 	if (ctx->store == NULL || ctx->offers == NULL)
 		return 0;
@@ -1577,16 +1576,13 @@ bk_offers_restore(struct bk_ctx *ctx)
 			offer_decline(
 			    o, BK_TS_TIMED_OUT, "broker_restart", NULL);
 		} else {
-			if (o->t->control_granted) {
-				/* A control grant does not survive: the agent
-				 * drops input until asked again. */
-				f = tfields(o->t);
-				json_object_set_new(
-				    f, "reason", json_string("broker_restart"));
-				o->t->control_granted = 0;
-				store_put(ctx, o->t);
-				audit(ctx, BK_AE_CONTROL_DECLINED, f);
-			}
+			/* The session itself lives between agent and helper
+			 * and went on while the broker was down: a control
+			 * grant stays as stored (the agent enforces it). Its
+			 * start time was not stored; the control_ended
+			 * event will count from now. */
+			if (o->t->control_granted)
+				o->control_since = bk_now();
 			kept++;
 		}
 		offer_unref(o);

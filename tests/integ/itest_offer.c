@@ -1041,6 +1041,56 @@ restart_case(int sig)
 	tl_client_free(a);
 }
 
+/* A connected session with control survives a broker restart: listed as
+ * connected with control granted, and its end is still recorded. */
+START_TEST(t_restart_connected)
+{
+	struct tl_client *a, *h;
+	json_t *res = NULL, *t, *p;
+	char tid[33];
+
+	broker_with(policy_main, NULL);
+	a = agent("ws-042", WS42, "CORP\\bob");
+	h = helper("alice");
+	accepted_ticket(h, a, "control", tid, NULL, 0);
+	connected(h, a, tid);
+	ck_assert_int_eq(tl_client_call(h, "control.request",
+	                     json_pack("{s:s}", "ticket", tid), T_WAIT, &res),
+	    0);
+	json_decref(res);
+	json_decref(agent_answer(a, "control.prompt", tid,
+	    json_pack("{s:s, s:s}", "answer", "accept", "user", "CORP\\bob")));
+	json_decref(update(h, tid, "connected"));
+
+	ck_assert_int_eq(tl_broker_stop(&br, SIGTERM, 8000, NULL), 0);
+	tl_client_free(h);
+	tl_client_free(a);
+	ck_assert_int_eq(tl_broker_start(&br), 0);
+	h = helper("alice");
+	a = agent("ws-042", WS42, "CORP\\bob");
+	ck_assert_int_eq(
+	    tl_client_call(h, "ticket.list", json_object(), T_WAIT, &res), 0);
+	t = json_array_get(json_object_get(res, "tickets"), 0);
+	ck_assert_str_eq(jstr(t, "id"), tid);
+	ck_assert_str_eq(jstr(t, "state"), "connected");
+	ck_assert_str_eq(jstr(t, "control"), "granted");
+	json_decref(res);
+	/* No second ticket.connect for a connected ticket. */
+	ck_assert_ptr_null(
+	    tl_client_wait_request(a, "ticket.connect", 300, NULL));
+	ck_assert_int_eq(event(a, tid, "control_ended", NULL), 0);
+	p = update(h, tid, "connected");
+	ck_assert_str_eq(jstr(p, "control"), "ended");
+	json_decref(p);
+	ck_assert(audit_has("control_ended", tid, "\"duration_s\":"));
+	ck_assert_int_eq(event(a, tid, "disconnected", NULL), 0);
+	update_drop(h, tid, "ended");
+	ck_assert(audit_has("session_disconnected", tid, "\"disconnected\""));
+	tl_client_free(h);
+	tl_client_free(a);
+}
+END_TEST
+
 START_TEST(t_restart)
 {
 	restart_case(SIGTERM);
@@ -1078,6 +1128,7 @@ suite(void)
 	tcase_add_test(tc, t_agent_replaced);
 	tcase_add_test(tc, t_restart);
 	tcase_add_test(tc, t_crash);
+	tcase_add_test(tc, t_restart_connected);
 	suite_add_tcase(s, tc);
 	return s;
 }
