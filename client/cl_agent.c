@@ -66,6 +66,7 @@ struct aticket {
 	struct cl_rfb *rfb;
 	int connected;
 	int control;
+	int ending; /* revoked/expired: free when the tunnel is gone */
 };
 
 struct cl_agent {
@@ -190,6 +191,7 @@ ticket_end(struct aticket *t, const char *why)
 	}
 	ticket_answer(t, 0, NULL, NULL);
 	if (t->tun != NULL) {
+		t->ending = 1;
 		cl_tunnel_close(t->tun, why);
 		return; /* freed in tun_closed */
 	}
@@ -470,6 +472,10 @@ tun_closed(struct cl_tunnel *tun, int connected, double seconds, uint64_t bytes,
 		log_warnx("ticket %s: no connection to the helper (tried %s): "
 		          "%s",
 		    t->id, tr, why);
+		/* The user's consent stays until the ticket expires: the
+		 * broker sends ticket.connect again after a reconnection. */
+		if (!t->ending)
+			return;
 	}
 	ticket_free(t);
 }
