@@ -832,6 +832,7 @@ defaults(struct bk_config *c)
 	c->max_connections = 100000;
 	c->drain_timeout_s = 10;
 	c->login_timeout_s = 60;
+	c->ticket_lifetime_s = 3600;
 	az_dir_config_init(&c->dir);
 	c->mechanisms = calloc(2, sizeof(char *));
 	if (c->mechanisms) {
@@ -979,6 +980,10 @@ finish(struct pctx *p)
 	check_readable(p, "certificate", c->cert, "broker", "cert");
 	check_secret(p, "private key", c->key, "broker", "key");
 	check_readable(p, "CA file", c->ca, "broker", "ca");
+	/* The session-ticket key is made at first start if missing. */
+	if (c->ticket_key_file != NULL && access(c->ticket_key_file, F_OK) == 0)
+		check_secret(p, "session ticket key", c->ticket_key_file,
+		    "broker", "ticket_key_file");
 
 	if (c->have_directory) {
 		if (d->uri == NULL)

@@ -272,8 +272,9 @@ main(int argc, char **argv)
 	to.client_cert = RP_TLS_CLIENT_CERT_REQUEST;
 	to.handshake_timeout_ms = cfg->handshake_timeout_s * 1000;
 	/* Resumption: a restarted broker takes its agents back without a
-	 * certificate signature per agent (docs/SCALE.md). */
-	to.session_tickets = 1;
+	 * certificate signature per agent (docs/SCALE.md). Not for -n, which
+	 * must not create the key file (its permissions were checked). */
+	to.session_tickets = !check_only;
 	to.ticket_key_file = cfg->ticket_key_file;
 	to.ticket_lifetime_s = cfg->ticket_lifetime_s;
 	if ((ctx->tls = rp_tls_ctx_new(&to, err, sizeof(err))) == NULL) {
