@@ -264,7 +264,9 @@ agent_start(int relay, unsigned connect_timeout)
 	    agent_dir, agent_dir);
 	write_file(script, text, 0755);
 	snprintf(start, sizeof(start), "%s/start.sh", br.dir);
-	write_file(start, "#!/bin/sh\nexit 0\n", 0755);
+	snprintf(text, sizeof(text),
+	    "#!/bin/sh\necho \"$1 $2\" >> '%s/start.log'\nexit 0\n", agent_dir);
+	write_file(start, text, 0755);
 	snprintf(text, sizeof(text),
 	    "[agent]\n"
 	    "broker = 127.0.0.1:%u\n"
@@ -820,6 +822,38 @@ START_TEST(t_reconnect)
 }
 END_TEST
 
+/* protocol = raw: nothing is parsed (input passes in view mode), and
+ * start_command gets the mode and the ticket. */
+START_TEST(t_raw_start_command)
+{
+	struct tl_client *h = helper_login();
+	unsigned char got[64];
+	char p[800], line[256] = "", want[128];
+	FILE *f;
+
+	agent_raw = 1;
+	agent_start(0, 3);
+	answer("offer", "yes");
+	offer(h, "view", helper_addr());
+	ck_assert(tl_run_until(base, is_set, &hl.ready, T_WAIT));
+	ck_assert(wait_bytes(hl.in, 12, T_WAIT)); /* the server's greeting */
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	ck_assert(wait_bytes(rfb.in, 8, T_WAIT));
+	ck_assert_uint_eq(srv_take(got, sizeof(got)), 8);
+	ck_assert_int_eq(memcmp(got, key_a, 8), 0);
+	snprintf(p, sizeof(p), "%s/start.log", agent_dir);
+	f = fopen(p, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+	fclose(f);
+	snprintf(want, sizeof(want), "view %s\n", hl.ticket);
+	ck_assert_str_eq(line, want);
+	rp_tls_close(hl.t);
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	tl_client_free(h);
+}
+END_TEST
+
 /* ---- a real VNC server (x11vnc on Xvfb), when installed ------------------ */
 
 static pid_t
@@ -1362,6 +1396,7 @@ agent_suite(void)
 	tcase_add_test(tc, t_relay);
 	tcase_add_test(tc, t_reconnect);
 	tcase_add_test(tc, t_x11vnc);
+	tcase_add_test(tc, t_raw_start_command);
 	suite_add_tcase(s, tc);
 	/* CK_RUN_CASE=bench RABROKER_BENCH_TUNNEL=1 runs only the benchmark */
 	tc = tcase_create("bench");
