@@ -453,8 +453,12 @@ bind_socket(const char *path, char *err, size_t errlen)
 	old = umask(0117);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
 		umask(old);
-		snprintf(
-		    err, errlen, "cannot bind %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "cannot bind %s: %s%s", path,
+		    strerror(errno),
+		    errno == ENOENT ? " (its directory does not exist; under "
+		                      "systemd RuntimeDirectory=rabroker "
+		                      "makes /run/rabroker)"
+		                    : "");
 		close(fd);
 		return -1;
 	}
