@@ -893,6 +893,33 @@ START_TEST(test_machines_and_refusals)
 	free(o);
 	ck_assert(tl_broker_wait_audit(&br, "auth_failed", 1, 5000));
 	write_file(tl_path(dir, "alice.pw"), "alice-pw\n", 0600);
+	/* a machine that is not online: refused (1), with the reason */
+	{
+		static const char *const off[] = {"ws-043.corp.example", NULL};
+		pid = raoffer(viewer_port_free(), off);
+		rc = wait_exit(pid, T_WAIT);
+		o = read_file(tl_path(dir, "raoffer.err"));
+		ck_assert_msg(rc == 1 && strstr(o, "offer refused: ") &&
+		        strstr(o, "machine_offline"),
+		    "exit %d: %s", rc, o);
+		free(o);
+	}
+	/* a helper the policy does not allow: refused (1), rule named */
+	{
+		static const char *const carol[] = {"--user", "CORP\\carol",
+		    "--password-file", NULL, WS42, NULL};
+		const char *a[6];
+		memcpy(a, carol, sizeof(a));
+		write_file(tl_path(dir, "carol.pw"), "carol-pw\n", 0600);
+		a[3] = tl_path(dir, "carol.pw");
+		pid = raoffer(viewer_port_free(), a);
+		rc = wait_exit(pid, T_WAIT);
+		o = read_file(tl_path(dir, "raoffer.err"));
+		ck_assert_msg(rc == 1 && strstr(o, "forbidden") &&
+		        strstr(o, "rule: default deny"),
+		    "exit %d: %s", rc, o);
+		free(o);
+	}
 	/* the broker not trusted under that name: unavailable (3) */
 	{
 		static const char *const bad[] = {
