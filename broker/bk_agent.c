@@ -687,57 +687,65 @@ bk_agents_sweep(struct bk_ctx *ctx)
 
 /* --- machines.list ----------------------------------------------------------- */
 
+/*
+ * Two passes so that a long listing is cut in a stable place: first the
+ * machines the helper may see (a pointer each, however many there are),
+ * sorted by name; then JSON for them in that order until the reply would
+ * pass LIST_BYTES_MAX ("truncated": true tells the helper to use a
+ * filter). The policy is evaluated again for the ones that are shown, to
+ * get the deciding rule's text without keeping 256 bytes per machine.
+ */
 struct listing {
 	const struct az_policy *policy;
 	struct az_subject subj;
 	const char *filter;
-	json_t *out;
-	size_t bytes;
-	int truncated;
+	struct bk_agent **v;
+	size_t n, cap;
+	int nomem;
 };
 
-static int
-cmp_fqdn(const void *a, const void *b)
+static void
+target_of(const struct bk_agent *ag, struct az_target *t)
 {
-	const char *x =
-	    json_string_value(json_object_get(*(json_t *const *)a, "fqdn"));
-	const char *y =
-	    json_string_value(json_object_get(*(json_t *const *)b, "fqdn"));
-	return strcmp(x, y);
+	t->fqdn = ag->fqdn;
+	t->dn = ag->dn;
+	t->groups = (const char *const *)ag->groups;
+	t->ngroups = ag->ngroups;
 }
 
 static int
-list_one(struct bk_agent *ag, void *arg)
+list_collect(struct bk_agent *ag, void *arg)
 {
 	struct listing *l = arg;
-	struct az_target t = {.fqdn = ag->fqdn,
-	    .dn = ag->dn,
-	    .groups = (const char *const *)ag->groups,
-	    .ngroups = ag->ngroups};
+	struct az_target t;
 	struct az_decision d;
-	json_t *m;
-	size_t sz;
 
 	if (l->filter != NULL && *l->filter != '\0' &&
 	    strcasestr(ag->fqdn, l->filter) == NULL)
 		return 0;
+	target_of(ag, &t);
 	az_policy_eval(l->policy, &l->subj, &t, &d);
 	if (d.right < AZ_RIGHT_VIEW)
 		return 0;
-	m = json_pack("{s:s, s:s, s:s, s:o}", "fqdn", ag->fqdn, "right",
-	    az_right_name(d.right), "rule", d.rule_text, "sessions",
-	    sessions_json(ag));
-	if (m == NULL)
-		return 0;
-	sz = json_dumpb(m, NULL, 0, JSON_COMPACT);
-	if (l->bytes + sz > LIST_BYTES_MAX) {
-		json_decref(m);
-		l->truncated = 1;
-		return 1;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? l->cap * 2 : 64;
+		struct bk_agent **nv = realloc(l->v, nc * sizeof(*nv));
+		if (nv == NULL) {
+			l->nomem = 1;
+			return 1;
+		}
+		l->v = nv;
+		l->cap = nc;
 	}
-	l->bytes += sz + 1;
-	json_array_append_new(l->out, m);
+	l->v[l->n++] = ag;
 	return 0;
+}
+
+static int
+cmp_agent(const void *a, const void *b)
+{
+	return strcmp((*(struct bk_agent *const *)a)->fqdn,
+	    (*(struct bk_agent *const *)b)->fqdn);
 }
 
 void
@@ -746,8 +754,9 @@ bk_h_machines_list(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	struct bk_ctx *ctx = arg;
 	struct bk_peer *p = bk_peer_of(c);
 	struct listing l;
-	json_t **v;
-	size_t n;
+	json_t *out;
+	size_t bytes = 0, i;
+	int truncated = 0;
 
 	if (p == NULL || p->user == NULL) {
 		rp_conn_error(c, id, RP_ERR_NOT_AUTHENTICATED, NULL, NULL);
@@ -766,28 +775,41 @@ bk_h_machines_list(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	l.subj.groups = (const char *const *)p->user->groups;
 	l.subj.ngroups = p->user->ngroups;
 	l.filter = json_string_value(json_object_get(params, "filter"));
-	l.out = json_array();
-	if (l.out == NULL) {
+	if (ctx->policy != NULL &&
+	    az_policy_subject_max(ctx->policy, &l.subj) >= AZ_RIGHT_VIEW)
+		bk_agents_foreach(ctx->agents, list_collect, &l);
+	if (l.nomem || (out = json_array()) == NULL) {
+		free(l.v);
 		rp_conn_error(c, id, RP_ERR_NOMEM, NULL, NULL);
 		return;
 	}
-	if (ctx->policy != NULL &&
-	    az_policy_subject_max(ctx->policy, &l.subj) >= AZ_RIGHT_VIEW)
-		bk_agents_foreach(ctx->agents, list_one, &l);
-	/* Stable order for people and scripts. */
-	n = json_array_size(l.out);
-	if (n > 1 && (v = malloc(n * sizeof(*v))) != NULL) {
-		for (size_t i = 0; i < n; i++)
-			v[i] = json_incref(json_array_get(l.out, i));
-		qsort(v, n, sizeof(*v), cmp_fqdn);
-		json_array_clear(l.out);
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(l.out, v[i]);
-		free(v);
+	if (l.n > 1)
+		qsort(l.v, l.n, sizeof(*l.v), cmp_agent);
+	for (i = 0; i < l.n; i++) {
+		struct az_target t;
+		struct az_decision d;
+		json_t *m;
+		size_t sz;
+
+		target_of(l.v[i], &t);
+		az_policy_eval(ctx->policy, &l.subj, &t, &d);
+		m = json_pack("{s:s, s:s, s:s, s:o}", "fqdn", l.v[i]->fqdn,
+		    "right", az_right_name(d.right), "rule", d.rule_text,
+		    "sessions", sessions_json(l.v[i]));
+		if (m == NULL)
+			continue;
+		sz = json_dumpb(m, NULL, 0, JSON_COMPACT);
+		if (bytes + sz > LIST_BYTES_MAX) {
+			json_decref(m);
+			truncated = 1;
+			break;
+		}
+		bytes += sz + 1;
+		json_array_append_new(out, m);
 	}
-	log_debug("machines.list for %s: %zu machine(s)%s", p->user->account, n,
-	    l.truncated ? " (truncated)" : "");
+	log_debug("machines.list for %s: %zu of %zu machine(s)",
+	    p->user->account, json_array_size(out), l.n);
+	free(l.v);
 	rp_conn_reply(c, id,
-	    json_pack(
-	        "{s:o, s:b}", "machines", l.out, "truncated", l.truncated));
+	    json_pack("{s:o, s:b}", "machines", out, "truncated", truncated));
 }
