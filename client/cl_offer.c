@@ -74,7 +74,6 @@ struct cl_offer {
 	struct bconn *main, *rel;
 	struct cl_listen *lis, *vlis;
 	char host[256], port[16], target[300];
-	int broker_loopback;
 	/* the ticket */
 	char ticket[40];
 	unsigned char psk[64];
@@ -82,11 +81,11 @@ struct cl_offer {
 	int have_ticket;
 	int accepted;
 	int said_waiting;
+	char machine[256]; /* as offered: the FQDN when it could be told */
 	char users[256];
 	/* outcome */
 	int done;
 	int code;
-	int cancelling;
 	/* timers and signals */
 	struct event *deadline, *relay_timer, *poll_timer, *ev_int, *ev_term,
 	    *ev_chld;
@@ -105,8 +104,6 @@ struct cl_offer {
 	struct cl_splice *relay_splice; /* broker stream <-> socketpair */
 	int relay_joins;
 	int relay_waiting; /* a relay.join is in flight */
-	/* control */
-	int control_asked;
 };
 
 static void finish(struct cl_offer *o, int code, const char *fmt, ...)
@@ -452,14 +449,6 @@ bconn_open(struct cl_offer *o, int relay, authed_fn next)
 	for (a = ai; a != NULL && t == NULL; a = a->ai_next) {
 		if (a->ai_family != AF_INET && a->ai_family != AF_INET6)
 			continue;
-		if (a->ai_family == AF_INET)
-			o->broker_loopback =
-			    (ntohl(((struct sockaddr_in *)a->ai_addr)
-			               ->sin_addr.s_addr) >>
-			        24) == 127;
-		else
-			o->broker_loopback = IN6_IS_ADDR_LOOPBACK(
-			    &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr);
 		t = rp_tls_connect(o->bctx, o->base, a->ai_addr,
 		    (int)a->ai_addrlen,
 		    o->cfg->server_name ? o->cfg->server_name : o->host, &none,
@@ -1149,7 +1138,7 @@ send_offer(struct cl_offer *o)
 	}
 	say(o, "listening for the agent on %s", list);
 	if (rp_conn_call(o->main->c, "offer.create",
-	        json_pack("{s:s, s:s, s:o}", "machine", o->cfg->arg, "mode",
+	        json_pack("{s:s, s:s, s:o}", "machine", o->machine, "mode",
 	            o->cfg->control ? "control" : "view", "addresses", addrs),
 	        0, create_cb, o) != 0)
 		finish(o, CL_EXIT_UNAVAILABLE, "cannot send offer.create");
@@ -1159,26 +1148,42 @@ static void
 who_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 {
 	struct cl_offer *o = arg;
-	json_t *m, *s;
-	size_t i, j;
+	const json_t *hit = NULL, *m, *s;
+	size_t i, j, plen = strlen(o->cfg->arg), nshort = 0;
 
 	(void)c;
-	if (code == 0) {
-		json_array_foreach(json_object_get(res, "machines"), i, m)
+	/* The machine as typed, or the one online machine whose FQDN it
+	 * begins ("ws-042" -> ws-042.corp.example). */
+	json_array_foreach(json_object_get(res, "machines"), i, m)
+	{
+		const char *f = jstr(m, "fqdn");
+		if (strcasecmp(f, o->cfg->arg) == 0) {
+			hit = m;
+			nshort = 0;
+			break;
+		}
+		if (strncasecmp(f, o->cfg->arg, plen) == 0 && f[plen] == '.') {
+			nshort++;
+			hit = m;
+		}
+	}
+	if (code != 0 || nshort > 1)
+		hit = NULL;
+	if (hit != NULL) {
+		snprintf(
+		    o->machine, sizeof(o->machine), "%s", jstr(hit, "fqdn"));
+		if (nshort == 1)
+			say(o, "%s is %s", o->cfg->arg, o->machine);
+		json_array_foreach(json_object_get(hit, "sessions"), j, s)
 		{
-			if (strcasecmp(jstr(m, "fqdn"), o->cfg->arg) != 0)
+			const char *u = jstr(s, "user");
+			if (*u == '\0' ||
+			    strlen(o->users) + strlen(u) + 5 >=
+			        sizeof(o->users))
 				continue;
-			json_array_foreach(json_object_get(m, "sessions"), j, s)
-			{
-				const char *u = jstr(s, "user");
-				if (*u == '\0' ||
-				    strlen(o->users) + strlen(u) + 3 >=
-				        sizeof(o->users))
-					continue;
-				if (o->users[0])
-					strcat(o->users, " or ");
-				strcat(o->users, u);
-			}
+			if (o->users[0])
+				strcat(o->users, " or ");
+			strcat(o->users, u);
 		}
 	}
 	send_offer(o);
@@ -1546,6 +1551,8 @@ cl_offer_run(const struct cl_offer_config *cfg, const char *plain_initial)
 	    : cfg->cert != NULL ? CL_SASL_EXTERNAL
 	                        : CL_SASL_PLAIN;
 	o->code = CL_EXIT_UNAVAILABLE;
+	if (cfg->arg != NULL)
+		snprintf(o->machine, sizeof(o->machine), "%s", cfg->arg);
 	snprintf(o->host, sizeof(o->host), "%s", cfg->broker_host);
 	snprintf(o->port, sizeof(o->port), "%s", cfg->broker_port);
 	snprintf(o->target, sizeof(o->target),

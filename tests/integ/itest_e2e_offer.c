@@ -796,17 +796,22 @@ END_TEST
 
 START_TEST(test_decline)
 {
+	static const char *const shortname[] = {"ws-042", NULL};
 	pid_t pid;
 	int rc;
 	char *e;
 
 	set_answer(1, 0);
-	pid = raoffer(viewer_port_free(), offer42);
+	/* the short name is enough when one online machine has it */
+	pid = raoffer(viewer_port_free(), shortname);
 	rc = wait_exit(pid, T_WAIT);
 	ck_assert_msg(rc == 1, "raoffer exit %d, expected 1", rc);
 	e = read_file(tl_path(dir, "raoffer.err"));
 	ck_assert_msg(strstr(e, "declined by CORP\\bob") != NULL,
 	    "no clear message: %s", e);
+	free(e);
+	e = read_file(tl_path(dir, "raoffer.out"));
+	ck_assert_msg(strstr(e, "ws-042 is " WS42) != NULL, "%s", e);
 	free(e);
 	ck_assert(tl_broker_wait_audit(&br, "offer_declined", 1, 5000));
 	ck_assert_int_eq(tl_broker_audit_count(&br, "session_connected"), 0);
