@@ -395,7 +395,7 @@ on_health(struct evhttp_request *req, void *arg)
 	struct az_dir_stats ds;
 	const char *dstate = dir_state(ctx, &ds);
 	int aok = ctx->audit != NULL && bk_audit_ok(ctx->audit);
-	int good = aok && strcmp(dstate, "down") != 0;
+	int good = aok && strcmp(dstate, "down") != 0 && !ctx->draining;
 	struct evbuffer *b;
 
 	if (!is_get(req)) {
@@ -408,7 +408,10 @@ on_health(struct evhttp_request *req, void *arg)
 	}
 	evbuffer_add_printf(b,
 	    "{\"status\":\"%s\",\"directory\":\"%s\",\"audit\":\"%s\"}\n",
-	    good ? "ok" : "fail", dstate, aok ? "ok" : "failed");
+	    good                ? "ok"
+	        : ctx->draining ? "draining"
+	                        : "fail",
+	    dstate, aok ? "ok" : "failed");
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	    "Content-Type", "application/json");
 	evhttp_send_reply(

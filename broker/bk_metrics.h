@@ -5,9 +5,10 @@
  * 127.0.0.1:9464, separate from the TLS port:
  *
  *   GET /metrics   Prometheus text format 0.0.4
- *   GET /health    200 {"status":"ok","directory":"up|down|none",
- *                       "audit":"ok|failed"}, 503 when the audit trail
- *                  has failed or the directory is down
+ *   GET /health    200 {"status":"ok","directory":"up|down|unknown|none",
+ *                       "audit":"ok|failed"}; 503 with "status":"fail"
+ *                  when the audit trail has failed or the directory is
+ *                  down, "status":"draining" after SIGTERM
  *
  * Gauges are read from what the broker already holds (agent registry,
  * open offers, relays, directory statistics, audit state) when scraped.
