@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,6 +485,12 @@ tn_local(struct cl_tunnel *t)
 	        bev, res->ai_addr, (int)res->ai_addrlen) != 0) {
 		bufferevent_free(bev);
 		bev = NULL;
+	}
+	if (bev != NULL) {
+		/* Pointer and key events are small: no Nagle delay. */
+		int one = 1;
+		(void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP,
+		    TCP_NODELAY, &one, sizeof(one));
 	}
 	freeaddrinfo(res);
 	return bev;
