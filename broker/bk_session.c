@@ -513,8 +513,13 @@ bk_h_auth_start(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	if (p == NULL)
 		return;
 	if (p->sasl == NULL) {
-		rp_conn_error(c, id, RP_ERR_DIRECTORY_UNAVAILABLE,
-		    "no directory configured: helpers cannot log in", NULL);
+		if (ctx->sasl == NULL)
+			rp_conn_error(c, id, RP_ERR_DIRECTORY_UNAVAILABLE,
+			    "no directory configured: helpers cannot log in",
+			    NULL);
+		else
+			rp_conn_error(c, id, RP_ERR_INTERNAL,
+			    "authentication could not be set up", NULL);
 		return;
 	}
 	if (az_sasl_parse_start(
