@@ -127,13 +127,13 @@ void bk_audit_close(struct bk_audit *a); /* NULL is fine */
 /* Sync lines to disk (default 1). 0 is for benchmarks and tests. */
 void bk_audit_set_sync(struct bk_audit *a, int on);
 /*
- * Agent presence events (agent_online/offline/replaced) are written at once
- * but fdatasync'd in batches: at the next other event, every
- * BK_AUDIT_BULK_LINES lines, at close, or when the broker calls
- * bk_audit_sync (from a timer, once a second). Every other event is synced
- * before bk_audit_write returns. Returns RP_OK or RP_ERR_AUDIT_UNAVAILABLE.
+ * Every line is written (write(2)) before bk_audit_write returns and synced
+ * by the trail's own thread as soon as possible (group commit: one
+ * fdatasync covers every line written meanwhile), so the event loop never
+ * waits for the disk. A failed sync closes the trail (bk_audit_ok() 0).
+ * bk_audit_sync syncs now, on the caller's thread (shutdown, tests).
+ * Returns RP_OK or RP_ERR_AUDIT_UNAVAILABLE.
  */
-#define BK_AUDIT_BULK_LINES 512
 int bk_audit_sync(struct bk_audit *a);
 /*
  * An observer sees every event passed to bk_audit_write (fields borrowed,

@@ -1,13 +1,18 @@
 /*
  * bk_store_sqlite.c - the default ticket store: one SQLite file in WAL mode.
  *
- * Durability: synchronous=FULL. In WAL mode that costs one fsync of the WAL
- * per commit; NORMAL would skip it and could, after a power cut (not a mere
- * crash of the daemon), lose the last commits. For tickets a lost commit is
- * not just a lost offer: losing "connected" would make a used ticket usable
- * again and losing "revoked" would resurrect a ticket the novice expired.
- * Offers arrive at human pace, so FULL is cheap enough (bench_store prints
- * the figures). "path?sync=normal" selects NORMAL for benchmarks.
+ * Durability, per state. In WAL mode synchronous=FULL costs one fsync of
+ * the WAL per commit; NORMAL skips it and could, after a power cut (not a
+ * mere crash of the daemon), lose the last commits. For a ticket that
+ * matters once it can be used: losing "connected" would make a used ticket
+ * usable again and losing "revoked" would resurrect a ticket the novice
+ * expired. So every state from "accepted" on is committed with FULL, while
+ * "offered" and "prompting" (nobody has consented yet; a restarted broker
+ * times prompting tickets out anyway) are committed with NORMAL: the offer
+ * path reaches the user's prompt without waiting for the disk. A FULL
+ * commit also makes every earlier NORMAL one durable (same WAL file).
+ * "path?sync=full" forces FULL for every commit, "path?sync=normal" NORMAL
+ * (benchmarks only).
  *
  * Secrets: the file holds ticket secrets (an accepted ticket must still be
  * usable after a restart), so it is created 0600 and a file that group or
@@ -93,7 +98,29 @@ struct sq {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
 	char path[1024];
+	int fixed; /* "?sync=" given: never switch */
+	int full;  /* current synchronous level is FULL */
 };
+
+/* Switches the connection's synchronous level when it differs. */
+static int
+sq_sync_level(struct sq *q, int full)
+{
+	char *msg = NULL;
+
+	if (q->fixed || q->full == full)
+		return 0;
+	if (sqlite3_exec(q->db,
+	        full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+	        NULL, NULL, &msg) != SQLITE_OK) {
+		log_warnx("ticket store %s: synchronous: %s", q->path,
+		    msg ? msg : sqlite3_errmsg(q->db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	q->full = full;
+	return 0;
+}
 
 static int
 sq_fail(struct sq *q, const char *what)
@@ -217,10 +244,13 @@ sq_open(struct bk_store *s, const char *spec, char *err, size_t errlen)
 	}
 	memcpy(q->path, spec, n);
 	q->path[n] = '\0';
+	q->full = 1;
 	if (qm != NULL) {
-		if (strcmp(qm, "?sync=normal") == 0)
+		q->fixed = 1;
+		if (strcmp(qm, "?sync=normal") == 0) {
 			sync = "NORMAL";
-		else if (strcmp(qm, "?sync=full") != 0) {
+			q->full = 0;
+		} else if (strcmp(qm, "?sync=full") != 0) {
 			snprintf(err, errlen,
 			    "%s: unknown option \"%.32s\" (sync=full|normal)",
 			    q->path, qm + 1);
@@ -304,6 +334,12 @@ sq_put(struct bk_store *s, const struct bk_ticket *t)
 	json_decref(a);
 	if (addrs == NULL)
 		return RP_ERR_NOMEM;
+	if (sq_sync_level(
+	        q, t->state != BK_TS_OFFERED && t->state != BK_TS_PROMPTING) ==
+	    -1) {
+		free(addrs);
+		return RP_ERR_IO;
+	}
 	sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, t->secret, sizeof(t->secret), SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, t->helper ? t->helper : "", -1, SQLITE_STATIC);
