@@ -699,6 +699,12 @@ poll_cb(evutil_socket_t fd, short ev, void *arg)
 	}
 }
 
+void
+cl_agent_sessions_changed(struct cl_agent *a)
+{
+	poll_cb(-1, 0, a);
+}
+
 /* ---- the broker connection ------------------------------------------ */
 
 static unsigned

@@ -29,6 +29,10 @@ struct cl_agent *cl_agent_new(struct event_base *base,
     size_t errlen);
 /* Starts connecting and listening. 0 or -1 (err). */
 int cl_agent_start(struct cl_agent *a, char *err, size_t errlen);
+/* Rereads the sessions now (after the configuration's static list
+ * changed, or to pick up a logind change before the next poll); sends
+ * agent.sessions when they differ. */
+void cl_agent_sessions_changed(struct cl_agent *a);
 /* Closes tunnels and the broker connection; the loop may then end. */
 void cl_agent_stop(struct cl_agent *a);
 void cl_agent_free(struct cl_agent *a);

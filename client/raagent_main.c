@@ -36,8 +36,39 @@ usage(void)
 struct sigctx {
 	struct event_base *base;
 	struct cl_agent *agent;
+	struct cl_agent_config *cfg;
+	const char *conf;
 	int stopping;
 };
+
+/* SIGHUP: reread the configuration; only the static session list is
+ * taken over (everything else needs a restart). A broken file changes
+ * nothing. */
+static void
+on_hup(evutil_socket_t sig, short ev, void *arg)
+{
+	struct sigctx *s = arg;
+	struct cl_agent_config *n;
+	char err[4096];
+
+	(void)sig;
+	(void)ev;
+	n = cl_agent_config_load(s->conf, err, sizeof(err));
+	if (n == NULL) {
+		log_warnx("SIGHUP: configuration not reloaded: %s", err);
+		return;
+	}
+	for (size_t i = 0; i < s->cfg->nstat; i++) {
+		free(s->cfg->stat[i].user);
+		free(s->cfg->stat[i].kind);
+	}
+	memcpy(s->cfg->stat, n->stat, sizeof(n->stat));
+	s->cfg->nstat = n->nstat;
+	n->nstat = 0; /* moved */
+	cl_agent_config_free(n);
+	log_info("SIGHUP: static sessions reread (%zu)", s->cfg->nstat);
+	cl_agent_sessions_changed(s->agent);
+}
 
 static void
 on_signal(evutil_socket_t sig, short ev, void *arg)
@@ -89,7 +120,7 @@ main(int argc, char **argv)
 	struct event_base *base;
 	struct cl_agent *a;
 	struct sigctx sc;
-	struct event *sterm, *sint;
+	struct event *sterm, *sint, *shup;
 	ssize_t n;
 
 	while ((ch = getopt(argc, argv, "df:n")) != -1) {
@@ -148,14 +179,19 @@ main(int argc, char **argv)
 	    c->broker_port, c->state_dir);
 	sc.base = base;
 	sc.agent = a;
+	sc.cfg = c;
+	sc.conf = conf;
 	sc.stopping = 0;
 	sterm = evsignal_new(base, SIGTERM, on_signal, &sc);
 	sint = evsignal_new(base, SIGINT, on_signal, &sc);
+	shup = evsignal_new(base, SIGHUP, on_hup, &sc);
 	evsignal_add(sterm, NULL);
 	evsignal_add(sint, NULL);
+	evsignal_add(shup, NULL);
 	event_base_dispatch(base);
 	event_free(sterm);
 	event_free(sint);
+	event_free(shup);
 	cl_agent_free(a);
 	event_base_free(base);
 	cl_agent_config_free(c);

@@ -860,6 +860,78 @@ START_TEST(t_raw_start_command)
 }
 END_TEST
 
+/* Sessions of ws-042 as machines.list shows them to the helper. */
+static char *
+listed_sessions(struct tl_client *h)
+{
+	json_t *res = NULL, *m;
+	size_t i;
+	char *out = NULL;
+
+	ck_assert_int_eq(
+	    tl_client_call(h, "machines.list", json_object(), T_WAIT, &res), 0);
+	json_array_foreach(json_object_get(res, "machines"), i, m)
+	{
+		if (!strcmp(jstr(m, "fqdn"), WS42))
+			out = json_dumps(
+			    json_object_get(m, "sessions"), JSON_COMPACT);
+	}
+	json_decref(res);
+	return out ? out : strdup("");
+}
+
+/* SIGHUP rereads the static sessions; the change reaches the broker
+ * (agent.sessions) and the helper's machines.list. A broken file changes
+ * nothing. */
+START_TEST(t_sessions_reload)
+{
+	struct tl_client *h;
+	char *l, text[8192];
+	FILE *f;
+	size_t n;
+	int seen = 0;
+
+	agent_start(0, 3);
+	h = helper_login();
+	l = listed_sessions(h);
+	ck_assert_msg(strstr(l, "CORP\\\\bob") != NULL, "%s", l);
+	ck_assert_ptr_null(strstr(l, "eve"));
+	free(l);
+	f = fopen(agent_conf, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	{
+		char *p = strstr(text, "session = CORP\\bob graphical\n");
+		char out[8300];
+		ck_assert_ptr_nonnull(p);
+		p += strlen("session = CORP\\bob graphical\n");
+		snprintf(out, sizeof(out), "%.*s%s%s", (int)(p - text), text,
+		    "session = CORP\\eve console locked\n", p);
+		write_file(agent_conf, out, 0644);
+	}
+	kill(agent_pid, SIGHUP);
+	for (int i = 0; i < 40 && !seen; i++) {
+		l = listed_sessions(h);
+		seen = strstr(l, "CORP\\\\eve") != NULL &&
+		    strstr(l, "\"locked\":true") != NULL;
+		free(l);
+		if (!seen)
+			tl_run_until(base, NULL, NULL, 100);
+	}
+	ck_assert_msg(seen, "the new session never reached the broker");
+	/* A broken file: refused, the sessions stay. */
+	write_file(agent_conf, "[agent]\nbogus = 1\n", 0644);
+	kill(agent_pid, SIGHUP);
+	ck_assert(agent_wait_log("configuration not reloaded", T_WAIT));
+	l = listed_sessions(h);
+	ck_assert_ptr_nonnull(strstr(l, "eve"));
+	free(l);
+	tl_client_free(h);
+}
+END_TEST
+
 /* ---- a real VNC server (x11vnc on Xvfb), when installed ------------------ */
 
 static pid_t
@@ -1403,6 +1475,7 @@ agent_suite(void)
 	tcase_add_test(tc, t_reconnect);
 	tcase_add_test(tc, t_x11vnc);
 	tcase_add_test(tc, t_raw_start_command);
+	tcase_add_test(tc, t_sessions_reload);
 	suite_add_tcase(s, tc);
 	/* CK_RUN_CASE=bench RABROKER_BENCH_TUNNEL=1 runs only the benchmark */
 	tc = tcase_create("bench");
