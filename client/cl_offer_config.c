@@ -1009,11 +1009,8 @@ cl_offer_config_check(const struct cl_offer_config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "no user: --user NAME or [auth] user");
 		return -1;
 	}
-	if (mech == CL_SASL_EXTERNAL && c->password_file != NULL) {
-		snprintf(
-		    err, errlen, "a password file is for PLAIN, not EXTERNAL");
-		return -1;
-	}
+	/* A password file with EXTERNAL is not used (the file may set it
+	 * for PLAIN while --cert picks EXTERNAL for one run). */
 	if (c->viewer_cmd != NULL) {
 		char *t = cl_offer_viewer_cmd(c->viewer_cmd, 1);
 		if (t == NULL) {

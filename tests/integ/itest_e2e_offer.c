@@ -898,6 +898,24 @@ START_TEST(test_machines_and_refusals)
 	free(o);
 	ck_assert(tl_broker_wait_audit(&br, "auth_failed", 1, 5000));
 	write_file(tl_path(dir, "alice.pw"), "alice-pw\n", 0600);
+	/* SASL EXTERNAL with the helper's client certificate (CN alice) */
+	{
+		static const char *ext[] = {
+		    "--cert", NULL, "--key", NULL, "machines", NULL};
+		char *k = read_file(tl_path(br.pki, "helper-alice-key.pem"));
+		write_file(tl_path(dir, "alice-key.pem"), k, 0600);
+		free(k);
+		ext[1] = tl_path(br.pki, "helper-alice.pem");
+		ext[3] = tl_path(dir, "alice-key.pem");
+		pid = raoffer(viewer_port_free(), ext);
+		rc = wait_exit(pid, T_WAIT);
+		o = read_file(tl_path(dir, "raoffer.out"));
+		ck_assert_msg(
+		    rc == 0 && strstr(o, WS42) != NULL, "exit %d: %s", rc, o);
+		free(o);
+		ck_assert(tl_broker_wait_audit(
+		    &br, "\"mech\":\"EXTERNAL\"", 1, 5000));
+	}
 	/* a machine that is not online: refused (1), with the reason */
 	{
 		static const char *const off[] = {"ws-043.corp.example", NULL};
