@@ -18,7 +18,7 @@
  *
  * Bounded: -n agents (default 1000, max 5000), -o offers (default 2000,
  * max 100000), -c in flight (default 16), -t seconds (default 60). Loopback
- * only. The audit trail is synced per line as in production; the broker's
+ * only. The audit trail is synced as in production (group commit); the broker's
  * log level is info.
  *
  *   build/bench/tests/bench_offer [-n 1000] [-o 2000] [-c 16] [-t 60]
@@ -713,7 +713,7 @@ main(int argc, char **argv)
 	qsort(lat_acc, (size_t)completed, sizeof(uint64_t), cmp_u64);
 
 	printf("\nbench_offer: %d agents, %d offers asked, %d in flight, "
-	       "audit synced per line\n",
+	       "audit synced as in production (group commit)\n",
 	    nagents, noffers, inflight);
 	printf("%-34s %10s\n", "figure", "value");
 	printf("%-34s %10d\n", "offers completed (accepted)", completed);
