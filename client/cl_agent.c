@@ -91,6 +91,8 @@ struct cl_agent {
 	/* sessions */
 	struct cl_session *sess;
 	size_t nsess;
+	struct cl_sessions_monitor *mon; /* logind notifications, or NULL */
+	struct event *mon_ev;
 	char *sess_json;
 	/* tickets */
 	struct aticket *tickets;
@@ -705,6 +707,17 @@ cl_agent_sessions_changed(struct cl_agent *a)
 	poll_cb(-1, 0, a);
 }
 
+static void
+mon_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct cl_agent *a = arg;
+
+	(void)fd;
+	(void)ev;
+	cl_sessions_monitor_flush(a->mon);
+	poll_cb(-1, 0, a);
+}
+
 /* ---- the broker connection ------------------------------------------ */
 
 static unsigned
@@ -1315,11 +1328,20 @@ int
 cl_agent_start(struct cl_agent *a, char *err, size_t errlen)
 {
 	struct timeval tv = {a->cfg->poll_s, 0};
+	int fd;
 
 	if (ctl_listen(a, err, errlen) != 0)
 		return -1;
 	sessions_refresh(a);
 	evtimer_add(a->poll, &tv);
+	/* logind tells us at once; the poll stays as a safety net. */
+	if ((fd = cl_sessions_monitor_open(a->cfg, &a->mon)) >= 0) {
+		a->mon_ev =
+		    event_new(a->base, fd, EV_READ | EV_PERSIST, mon_cb, a);
+		if (a->mon_ev != NULL)
+			event_add(a->mon_ev, NULL);
+		log_info("following logind session changes");
+	}
 	agent_connect(a);
 	return 0;
 }
@@ -1333,6 +1355,8 @@ cl_agent_stop(struct cl_agent *a)
 	evtimer_del(a->retry);
 	evtimer_del(a->ping);
 	evtimer_del(a->poll);
+	if (a->mon_ev != NULL)
+		event_del(a->mon_ev);
 	for (t = a->tickets; t != NULL; t = next) {
 		next = t->next;
 		ticket_end(t, "agent stopping");
@@ -1371,6 +1395,9 @@ cl_agent_free(struct cl_agent *a)
 		event_free(a->ping);
 	if (a->poll)
 		event_free(a->poll);
+	if (a->mon_ev)
+		event_free(a->mon_ev);
+	cl_sessions_monitor_close(a->mon);
 	rp_tls_ctx_free(a->tls_ctx);
 	rp_tls_ctx_free(a->relay_ctx);
 	if (a->tls_session != NULL)

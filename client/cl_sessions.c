@@ -151,3 +151,51 @@ cl_sessions_json(const struct cl_session *v, size_t n)
 		        v[i].user, "kind", v[i].kind, "locked", v[i].locked));
 	return a;
 }
+
+int
+cl_sessions_monitor_open(
+    const struct cl_agent_config *c, struct cl_sessions_monitor **m)
+{
+	*m = NULL;
+#ifdef HAVE_SYSTEMD
+	sd_login_monitor *mon = NULL;
+	int fd;
+
+	if (c->source != CL_SESS_LOGIND ||
+	    access("/run/systemd/seats", F_OK) != 0 ||
+	    sd_login_monitor_new("session", &mon) < 0)
+		return -1;
+	fd = sd_login_monitor_get_fd(mon);
+	if (fd < 0) {
+		sd_login_monitor_unref(mon);
+		return -1;
+	}
+	*m = (struct cl_sessions_monitor *)mon;
+	return fd;
+#else
+	(void)c;
+	return -1;
+#endif
+}
+
+void
+cl_sessions_monitor_flush(struct cl_sessions_monitor *m)
+{
+#ifdef HAVE_SYSTEMD
+	if (m != NULL)
+		(void)sd_login_monitor_flush((sd_login_monitor *)m);
+#else
+	(void)m;
+#endif
+}
+
+void
+cl_sessions_monitor_close(struct cl_sessions_monitor *m)
+{
+#ifdef HAVE_SYSTEMD
+	if (m != NULL)
+		sd_login_monitor_unref((sd_login_monitor *)m);
+#else
+	(void)m;
+#endif
+}

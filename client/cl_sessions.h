@@ -37,6 +37,15 @@ struct cl_session {
  * "static". */
 int cl_sessions_read(const struct cl_agent_config *c, struct cl_session **v,
     size_t *n, const char **source_used);
+/* logind change notifications (sd_login_monitor "session"): returns a
+ * file descriptor that becomes readable when sessions come, go or change
+ * state, or -1 (no libsystemd, logind not running, or source static).
+ * After it was readable, call cl_sessions_monitor_flush. */
+struct cl_sessions_monitor;
+int cl_sessions_monitor_open(
+    const struct cl_agent_config *c, struct cl_sessions_monitor **m);
+void cl_sessions_monitor_flush(struct cl_sessions_monitor *m);
+void cl_sessions_monitor_close(struct cl_sessions_monitor *m);
 /* [{id, user, kind, locked}] as agent.register wants. */
 json_t *cl_sessions_json(const struct cl_session *v, size_t n);
 
