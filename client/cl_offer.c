@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,6 +105,11 @@ struct cl_offer {
 	struct cl_splice *relay_splice; /* broker stream <-> socketpair */
 	int relay_joins;
 	int relay_waiting; /* a relay.join is in flight */
+	/* keys on stdin */
+	struct event *ev_stdin;
+	char keybuf[32];
+	size_t keylen;
+	int control_pending;
 };
 
 static void finish(struct cl_offer *o, int code, const char *fmt, ...)
@@ -687,6 +693,10 @@ pend_ready(struct rp_tls *t, void *arg)
 		say(o, "agent connected from %s (%s, ticket secret verified)",
 		    o->agent_peer, rp_tls_version(t));
 	cl_listen_enable(o->vlis, 1);
+	if (o->cfg->control && o->ev_stdin != NULL)
+		say(o,
+		    "type c and Enter to ask for control, q to end the "
+		    "session");
 	if (o->cfg->viewer_cmd != NULL)
 		run_viewer_cmd(o);
 	else
@@ -981,6 +991,7 @@ on_offer_update(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 	log_debug(
 	    "offer.update state=%s reason=%s control=%s", st, reason, ctl);
 	if (*ctl != '\0') {
+		o->control_pending = 0;
 		if (strcmp(ctl, "granted") == 0)
 			say(o, "control granted by %s", who);
 		else if (strcmp(ctl, "declined") == 0)
@@ -1409,6 +1420,108 @@ main_authed(struct bconn *b)
 	finish(o, CL_EXIT_USAGE, "nothing to do");
 }
 
+/* ---- keys on standard input during a session ------------------------------ */
+
+/*
+ * While an offer runs, lines on standard input (a terminal or a pipe) are
+ * commands: "c" asks the user for control (a --control ticket, once the
+ * agent is connected), "q" ends the session. The answer to "c" comes as
+ * offer.update on this connection ("control granted by ...").
+ */
+static void
+key_control_cb(struct rp_conn *c, int code, json_t *res, void *arg)
+{
+	struct cl_offer *o = arg;
+	char t[512];
+
+	(void)c;
+	if (code != 0) {
+		o->control_pending = 0;
+		err_text(code, res, t, sizeof(t));
+		say(o, "control request refused: %s", t);
+		return;
+	}
+	say(o, "asking %s for control...", o->users[0] ? o->users : "the user");
+}
+
+static void
+key_line(struct cl_offer *o, const char *line)
+{
+	if (strcmp(line, "c") == 0 || strcmp(line, "control") == 0) {
+		if (o->agent == NULL) {
+			say(o, "no session yet");
+			return;
+		}
+		if (!o->cfg->control) {
+			say(o,
+			    "this is a view-only ticket (offer with "
+			    "--control to be able to ask)");
+			return;
+		}
+		if (o->control_pending) {
+			say(o, "already asked");
+			return;
+		}
+		if (o->main == NULL ||
+		    rp_conn_call(o->main->c, "control.request",
+		        json_pack("{s:s}", "ticket", o->ticket), 0,
+		        key_control_cb, o) != 0) {
+			say(o, "cannot ask: no broker connection");
+			return;
+		}
+		o->control_pending = 1;
+	} else if (strcmp(line, "q") == 0 || strcmp(line, "quit") == 0) {
+		if (o->agent != NULL) {
+			say(o, "ending the session");
+			session_end(o, "ended by the helper");
+		} else
+			finish(o, CL_EXIT_REFUSED, "quit before a session");
+	} else if (*line != '\0')
+		say(o, "keys: c = ask for control, q = end the session");
+}
+
+static void
+stdin_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct cl_offer *o = arg;
+	char buf[256];
+	ssize_t n;
+
+	(void)what;
+	n = read(fd, buf, sizeof(buf));
+	if (n <= 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		event_del(o->ev_stdin); /* end of input: keys are off */
+		return;
+	}
+	for (ssize_t i = 0; i < n; i++) {
+		char ch = buf[i];
+		if (ch == '\n' || ch == '\r') {
+			o->keybuf[o->keylen] = '\0';
+			key_line(o, o->keybuf);
+			o->keylen = 0;
+			if (o->done)
+				return;
+		} else if (o->keylen + 1 < sizeof(o->keybuf) && ch != ' ')
+			o->keybuf[o->keylen++] = ch;
+	}
+}
+
+/* Keys only from a terminal or a pipe (not /dev/null or a file). */
+static void
+watch_stdin(struct cl_offer *o)
+{
+	struct stat st;
+
+	if (o->cfg->cmd != CL_CMD_OFFER || fstat(0, &st) != 0 ||
+	    !(isatty(0) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+		return;
+	o->ev_stdin = event_new(o->base, 0, EV_READ | EV_PERSIST, stdin_cb, o);
+	if (o->ev_stdin != NULL)
+		event_add(o->ev_stdin, NULL);
+}
+
 /* ---- signals ----------------------------------------------------------------- */
 
 static void
@@ -1599,6 +1712,7 @@ cl_offer_run(const struct cl_offer_config *cfg, const char *plain_initial)
 	evsignal_add(o->ev_int, NULL);
 	evsignal_add(o->ev_term, NULL);
 	evsignal_add(o->ev_chld, NULL);
+	watch_stdin(o);
 	/* Seed 000: listen first, advertise what was bound. */
 	if (setup_listeners(o) == 0)
 		o->main = bconn_open(o, 0, main_authed);
@@ -1638,6 +1752,8 @@ out:
 		event_free(o->ev_term);
 	if (o->ev_chld)
 		event_free(o->ev_chld);
+	if (o->ev_stdin)
+		event_free(o->ev_stdin);
 	if (o->hold)
 		evbuffer_free(o->hold);
 	/* rp_tls objects still alive belong to the base; the process ends

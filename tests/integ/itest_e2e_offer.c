@@ -141,6 +141,9 @@ wait_file(const char *path, const char *needle, unsigned ms)
 	return NULL;
 }
 
+/* Standard input for the next spawn (-1: /dev/null). */
+static int spawn_stdin = -1;
+
 static pid_t
 spawn(const char *const *argv, const char *out, const char *err)
 {
@@ -155,7 +158,7 @@ spawn(const char *const *argv, const char *out, const char *err)
 		int nul = open("/dev/null", O_RDONLY);
 		if (o < 0 || e < 0 || nul < 0)
 			_exit(126);
-		dup2(nul, 0);
+		dup2(spawn_stdin >= 0 ? spawn_stdin : nul, 0);
 		dup2(o, 1);
 		dup2(e, 2);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -1140,6 +1143,54 @@ START_TEST(test_viewer_cmd)
 }
 END_TEST
 
+/* Keys on raoffer's standard input: "c" asks for control from the
+ * offering raoffer itself (the user accepts), input then passes; "q"
+ * ends the session. */
+START_TEST(test_control_keys)
+{
+	static const char *const ctl[] = {"--control", WS42, NULL};
+	unsigned vp = viewer_port_free();
+	char *line, *rfb;
+	int fd, rc, in[2];
+	pid_t pid;
+
+	set_answer(0, 0);
+	ck_assert_int_eq(pipe(in), 0);
+	spawn_stdin = in[0];
+	pid = raoffer(vp, ctl);
+	spawn_stdin = -1;
+	close(in[0]);
+	line =
+	    wait_file(tl_path(dir, "raoffer.out"), "type c and Enter", T_WAIT);
+	ck_assert_msg(line != NULL, "no hint about the keys");
+	free(line);
+	fd = viewer_open(vp);
+	ck_assert_msg(fd >= 0, "viewer handshake failed at step %d", -fd);
+	ck_assert_int_eq(io_full(fd, (void *)fbur, 10, 1, T_WAIT), 0);
+	ck_assert_int_eq(viewer_payload(fd), 0);
+	ck_assert(tl_broker_wait_audit(&br, "session_connected", 1, 5000));
+	ck_assert_int_eq(write(in[1], "c\n", 2), 2);
+	line = wait_file(
+	    tl_path(dir, "raoffer.out"), "control granted by ", T_WAIT);
+	ck_assert_msg(line != NULL && strcmp(line, "CORP\\bob") == 0,
+	    "control not granted");
+	free(line);
+	ck_assert_int_eq(io_full(fd, (void *)keyev, 8, 1, T_WAIT), 0);
+	sleep_ms(300);
+	/* "q" ends the session from raoffer's side */
+	ck_assert_int_eq(write(in[1], "q\n", 2), 2);
+	rc = wait_exit(pid, T_WAIT);
+	ck_assert_int_eq(rc, 0);
+	close(fd);
+	close(in[1]);
+	rfb = wait_file(tl_path(dir, "rfb.log"), "got ", 5000);
+	ck_assert_msg(rfb != NULL && strcmp(rfb, "18 types FK") == 0,
+	    "the RFB server got \"%s\", expected \"18 types FK\"",
+	    rfb ? rfb : "nothing");
+	free(rfb);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -1158,6 +1209,7 @@ suite(void)
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_sigint_cancels);
 	tcase_add_test(tc, test_viewer_cmd);
+	tcase_add_test(tc, test_control_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }
