@@ -475,6 +475,8 @@ helper_login(void)
 	return h;
 }
 
+static char last_psk_b64[128]; /* the ticket secret as the broker gave it */
+
 /* offer.create towards addr; fills hl's ticket and psk. */
 static void
 offer(struct tl_client *h, const char *mode, const char *addr)
@@ -490,6 +492,7 @@ offer(struct tl_client *h, const char *mode, const char *addr)
 	    0);
 	snprintf(hl.ticket, sizeof(hl.ticket), "%s", jstr(res, "ticket"));
 	psk = jstr(res, "psk");
+	snprintf(last_psk_b64, sizeof(last_psk_b64), "%s", psk);
 	in.data = (unsigned char *)psk;
 	in.size = (unsigned)strlen(psk);
 	ck_assert_int_ge(gnutls_base64_decode2(&in, &out), 0);
@@ -681,6 +684,9 @@ START_TEST(t_direct_view_control)
 	    tl_broker_wait_audit(&br, "session_disconnected", 1, T_WAIT),
 	    "no session_disconnected");
 	ck_assert(agent_wait_log("session ended after", T_WAIT));
+	/* The ticket secret never reaches the agent's log. */
+	ck_assert_uint_gt(strlen(last_psk_b64), 40);
+	ck_assert_int_eq(agent_log_count(last_psk_b64), 0);
 	tl_client_free(h);
 }
 END_TEST
