@@ -55,8 +55,16 @@
 #include "rp_log.h"
 #include "rp_tls.h"
 
-#define TLS_PRIO_CERT \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:%SERVER_PRECEDENCE"
+/* Certificates: X25519 first (cheaper than P-256 ECDHE in nettle) and
+ * AES-128-GCM first (its SHA-256 key schedule uses the CPU's SHA
+ * instructions; SHA-384 has none): a broker taking 100,000 agents back
+ * after a restart spends most of each resumed handshake here. GnuTLS
+ * clients send an X25519 key share with their first one, so no extra
+ * round trip. */
+#define TLS_PRIO_CERT                                                          \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:" \
+	"+GROUP-SECP256R1:+GROUP-SECP384R1:+GROUP-SECP521R1:-CIPHER-ALL:"      \
+	"+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:%SERVER_PRECEDENCE"
 #define TLS_PRIO_SRV_PSK                                                       \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:+ECDHE-PSK:+DHE-PSK:+PSK:" \
 	"%SERVER_PRECEDENCE"
