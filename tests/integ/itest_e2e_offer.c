@@ -707,6 +707,21 @@ START_TEST(test_accept_direct)
 	free(rfb);
 	ck_assert(tl_broker_wait_audit(&br, "session_connected", 1, 5000));
 	ck_assert_int_eq(tl_broker_audit_count(&br, "\"via\":\"direct\""), 1);
+	/* Seed 000: the port advertised is the one raoffer listened on, and
+	 * the agent connected to exactly that address. */
+	{
+		char *port = wait_file(tl_path(dir, "raoffer.out"),
+		    "listening for the agent on 127.0.0.1:", 1000);
+		char want[64];
+		ck_assert_msg(port != NULL && atoi(port) > 0, "no port");
+		snprintf(want, sizeof(want), "\"127.0.0.1:%d\"", atoi(port));
+		ck_assert_msg(tl_broker_audit_count(&br, want) >= 2,
+		    "%s is not both advertised and connected to", want);
+		snprintf(want, sizeof(want), "\"address\":\"127.0.0.1:%d\"",
+		    atoi(port));
+		ck_assert_int_eq(tl_broker_audit_count(&br, want), 1);
+		free(port);
+	}
 	ck_assert_int_eq(tl_broker_audit_count(&br, "\"via\":\"relay\""), 0);
 	check_no_secret();
 
