@@ -1016,6 +1016,20 @@ START_TEST(test_control)
 	cargs[0] = "control";
 	cargs[1] = tid;
 	cargs[2] = NULL;
+	/* first the user says no: exit 1, input still dropped */
+	set_answer(1, 0);
+	cpid = raoffer_as("ctl", viewer_port_free(), cargs);
+	rc = wait_exit(cpid, T_WAIT);
+	e = read_file(tl_path(dir, "ctl.err"));
+	ck_assert_msg(rc == 1 && strstr(e, "control declined") != NULL,
+	    "raoffer control exit %d: %s", rc, e);
+	free(e);
+	line = wait_file(tl_path(dir, "raoffer.out"), "control declined", 5000);
+	ck_assert_msg(line != NULL, "the offering raoffer was not told");
+	free(line);
+	ck_assert_int_eq(io_full(fd, (void *)keyev, 8, 1, T_WAIT), 0);
+	/* then yes */
+	set_answer(0, 0);
 	cpid = raoffer_as("ctl", viewer_port_free(), cargs);
 	rc = wait_exit(cpid, T_WAIT);
 	e = read_file(tl_path(dir, "ctl.err"));
