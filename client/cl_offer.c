@@ -71,6 +71,7 @@ struct cl_offer {
 	int mech;
 	struct event_base *base;
 	struct rp_tls_ctx *bctx;
+	struct rp_tls_ctx *rctx; /* as bctx, stream mode: relay connections */
 	struct rp_tls_ctx *pskctx;
 	struct bconn *main, *rel;
 	struct cl_listen *lis, *vlis;
@@ -455,8 +456,8 @@ bconn_open(struct cl_offer *o, int relay, authed_fn next)
 	for (a = ai; a != NULL && t == NULL; a = a->ai_next) {
 		if (a->ai_family != AF_INET && a->ai_family != AF_INET6)
 			continue;
-		t = rp_tls_connect(o->bctx, o->base, a->ai_addr,
-		    (int)a->ai_addrlen,
+		t = rp_tls_connect(relay ? o->rctx : o->bctx, o->base,
+		    a->ai_addr, (int)a->ai_addrlen,
 		    o->cfg->server_name ? o->cfg->server_name : o->host, &none,
 		    NULL);
 	}
@@ -1687,8 +1688,17 @@ cl_offer_run(const struct cl_offer_config *cfg, const char *plain_initial)
 		code = CL_EXIT_USAGE;
 		goto out;
 	}
+	/* Connections that end up in a cl_splice run in stream mode: the
+	 * splice does the backpressure per direction (see rp_tls_opts). */
+	to.stream = 1;
+	if ((o->rctx = rp_tls_ctx_new(&to, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "raoffer: %s\n", err);
+		code = CL_EXIT_USAGE;
+		goto out;
+	}
 	memset(&to, 0, sizeof(to));
 	to.role = RP_TLS_SERVER;
+	to.stream = 1;
 	to.psk_lookup = psk_lookup;
 	to.psk_arg = o;
 	to.handshake_timeout_ms = 15000;
@@ -1762,6 +1772,8 @@ out:
 		event_base_free(o->base);
 	if (o->pskctx)
 		rp_tls_ctx_free(o->pskctx);
+	if (o->rctx)
+		rp_tls_ctx_free(o->rctx);
 	if (o->bctx)
 		rp_tls_ctx_free(o->bctx);
 	free(o);
