@@ -883,6 +883,28 @@ tls_flush_early(struct rp_tls *t)
 	return t->state == ST_OPEN ? 0 : -1;
 }
 
+/*
+ * Server with tickets, TLS 1.3: one NewSessionTicket at the end of the
+ * handshake (GnuTLS sends nothing to a client that did not ask for
+ * tickets). Note GnuTLS's rule: a ticket is accepted until ticket_lifetime
+ * after the *full* handshake that authenticated the session; a resumed
+ * session and the tickets it gets keep that original time. A newer ticket
+ * on a long connection would therefore not live longer: none is sent.
+ */
+static void
+tls_send_ticket(struct rp_tls *t)
+{
+	int r;
+
+	if (t->ctx->ticket_key.data == NULL || t->state != ST_OPEN ||
+	    t->psk_id != NULL ||
+	    gnutls_protocol_get_version(t->s) != GNUTLS_TLS1_3)
+		return;
+	do
+		r = gnutls_session_ticket_send(t->s, 1, 0);
+	while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+}
+
 static void
 tls_handshake_done(struct rp_tls *t)
 {
@@ -938,6 +960,7 @@ tls_handshake_done(struct rp_tls *t)
 	}
 	t->state = ST_OPEN;
 	tls_update_reading(t);
+	tls_send_ticket(t);
 	if (tls_flush_early(t) != 0)
 		return;
 	if (t->cbs.on_ready != NULL)
@@ -1178,6 +1201,9 @@ tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
 	/* Tickets only where asked for, and never around an external PSK. */
 	if (ctx->ticket_key.data == NULL && (!ctx->resumption || psk_client))
 		flags |= GNUTLS_NO_TICKETS;
+	/* One ticket per handshake (GnuTLS sends two), sent by us. */
+	if (ctx->ticket_key.data != NULL)
+		flags |= GNUTLS_NO_AUTO_SEND_TICKET;
 	if (gnutls_init(&t->s, flags) < 0)
 		goto fail;
 	if (ctx->ticket_key.data != NULL) {

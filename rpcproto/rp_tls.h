@@ -70,8 +70,12 @@ struct rp_tls_opts {
 	 * others may read it), so that tickets survive a restart. A resumed
 	 * session carries the client certificate inside the ticket: it is
 	 * verified again against the CA and the current time, and gives the
-	 * same rp_tls_peer_id(). Tickets are accepted for ticket_lifetime_s
-	 * (0 -> 3600) after they were issued. Not allowed with psk_lookup
+	 * same rp_tls_peer_id(). Resumption is possible for
+	 * ticket_lifetime_s (0 -> 3600) after the FULL handshake that
+	 * authenticated the client (GnuTLS: a resumed session keeps that
+	 * time). GnuTLS derives the key that encrypts tickets from the master
+	 * key and changes it every 3 lifetimes: tickets from before such a
+	 * change fall back to a full handshake. Not allowed with psk_lookup
 	 * (an expert ticket must never be resumable). */
 	int session_tickets;
 	const char *ticket_key_file;

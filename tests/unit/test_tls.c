@@ -1508,6 +1508,40 @@ START_TEST(resume_expired_cert_and_lifetime)
 }
 END_TEST
 
+/* GnuTLS counts the lifetime from the full handshake that authenticated
+ * the client: a resumed session (and the ticket it gets) keeps that time,
+ * so a chain of resumptions cannot stretch one authentication forever. */
+START_TEST(resume_lifetime_from_full_handshake)
+{
+	struct rp_tls_ctx *sctx, *cctx;
+	char err[512], id[256];
+	void *a = NULL, *b = NULL;
+	size_t al = 0, bl = 0;
+	int resumed;
+
+	sctx = rs_server_ctx(NULL, 4, err, sizeof(err));
+	ck_assert_msg(sctx != NULL, "%s", err);
+	cctx = rs_client_ctx(
+	    tl_path(pki, "ws-042.pem"), tl_path(pki, "ws-042-key.pem"));
+	ck_assert(rs_connect(
+	    sctx, cctx, NULL, 0, &resumed, id, sizeof(id), &a, &al, NULL));
+	ck_assert_int_eq(resumed, 0);
+	usleep(2300 * 1000);
+	ck_assert(rs_connect(
+	    sctx, cctx, a, al, &resumed, id, sizeof(id), &b, &bl, NULL));
+	ck_assert_int_eq(resumed, 1);
+	usleep(2500 * 1000); /* 4.8 s after the full handshake */
+	ck_assert(rs_connect(
+	    sctx, cctx, b, bl, &resumed, id, sizeof(id), NULL, NULL, NULL));
+	ck_assert_int_eq(resumed, 0);
+	ck_assert_str_eq(id, "ws-042.corp.example");
+	free(a);
+	free(b);
+	rp_tls_ctx_free(cctx);
+	rp_tls_ctx_free(sctx);
+}
+END_TEST
+
 /* An external-PSK server never issues tickets (a ticket would outlive the
  * single-use expert ticket). */
 START_TEST(resume_refused_with_psk)
@@ -1570,6 +1604,7 @@ tls_suite(void)
 	tcase_add_test(tc, resume_key_file_survives_restart);
 	tcase_add_test(tc, resume_expired_cert_and_lifetime);
 	tcase_add_test(tc, resume_refused_with_psk);
+	tcase_add_test(tc, resume_lifetime_from_full_handshake);
 	suite_add_tcase(s, tc);
 	return s;
 }
