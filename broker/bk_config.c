@@ -69,7 +69,7 @@ static const struct cfg_key broker_keys[] = {
     {"drain_timeout", T_SECS, O(drain_timeout_s), 0, 3600},
     {"login_timeout", T_SECS, O(login_timeout_s), 1, 3600},
     {"ticket_key_file", T_PATH, O(ticket_key_file), 0, 0},
-    {"ticket_lifetime", T_SECS, O(ticket_lifetime_s), 60, 86400},
+    {"ticket_lifetime", T_SECS, O(ticket_lifetime_s), 60, 30 * 86400},
 };
 static const struct cfg_key dir_keys[] = {
     {"uri", T_STR, D(uri), 0, 0},
@@ -828,11 +828,12 @@ defaults(struct bk_config *c)
 	c->listen_port = 4433;
 	c->handshake_timeout_s = 10;
 	c->keepalive_s = 60;
-	c->ticket_lifetime_s = 3600;
 	c->max_connections = 100000;
 	c->drain_timeout_s = 10;
 	c->login_timeout_s = 60;
-	c->ticket_lifetime_s = 3600;
+	/* GnuTLS counts it from the agent's last full handshake: it must
+	 * cover the broker's uptime for a restart to resume (docs/SCALE.md). */
+	c->ticket_lifetime_s = 7 * 86400;
 	az_dir_config_init(&c->dir);
 	c->mechanisms = calloc(2, sizeof(char *));
 	if (c->mechanisms) {

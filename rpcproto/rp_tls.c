@@ -359,8 +359,7 @@ rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
 		    epos ? epos : "?", gnutls_strerror(r));
 		goto fail;
 	}
-	if (o->role == RP_TLS_SERVER &&
-	    (o->session_tickets || o->ticket_key_file != NULL)) {
+	if (o->role == RP_TLS_SERVER && o->session_tickets) {
 		if (o->psk_lookup != NULL) {
 			snprintf(err, errlen,
 			    "tls: session tickets cannot be combined with "

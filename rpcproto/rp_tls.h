@@ -65,7 +65,8 @@ struct rp_tls_opts {
 	 * restarted with many agents does not pay a full handshake with
 	 * certificate signatures for each of them.
 	 * Server: session_tickets issues tickets encrypted with a key held in
-	 * memory, or read from ticket_key_file (PEM-like text, mode 0600;
+	 * memory, or read from ticket_key_file (ignored without
+	 * session_tickets) (PEM-like text, mode 0600;
 	 * created with a fresh random key if missing; refused if group or
 	 * others may read it), so that tickets survive a restart. A resumed
 	 * session carries the client certificate inside the ticket: it is
