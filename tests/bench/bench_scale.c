@@ -1034,14 +1034,23 @@ main(int argc, char **argv)
 		usage();
 	log_init("bench_scale", LOG_LVL_WARN, 0);
 	signal(SIGPIPE, SIG_IGN);
-	if (tl_raise_nofile(nagents + 4096) < nagents + 1024) {
+	/* One descriptor per agent here and in the broker, plus a few. */
+	if (tl_raise_nofile(nagents + 4096) < nagents + 256) {
 		struct rlimit rl;
 		rl.rlim_cur = rl.rlim_max = (rlim_t)nagents + 4096;
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			getrlimit(RLIMIT_NOFILE, &rl);
 			fprintf(stderr,
-			    "bench_scale: cannot raise the descriptor limit "
-			    "to %d (ulimit -n; fs.nr_open)\n",
-			    nagents + 4096);
+			    "bench_scale: %d agents need %d descriptors per "
+			    "process; the hard limit is %llu and cannot be "
+			    "raised here (needs CAP_SYS_RESOURCE, or ulimit "
+			    "-Hn / LimitNOFILE= beforehand): use -n %llu at "
+			    "most\n",
+			    nagents, nagents + 256,
+			    (unsigned long long)rl.rlim_max,
+			    rl.rlim_max > 256
+			        ? (unsigned long long)rl.rlim_max - 256
+			        : 0ull);
 			return 1;
 		}
 	}
@@ -1073,7 +1082,11 @@ main(int argc, char **argv)
 	bo.policy = "allow control group \"CORP\\helpdesk\" on all\n";
 	bo.keepalive_s = (unsigned)keepalive;
 	bo.drain_timeout_s = 30;
-	bo.nofile = (unsigned)nagents + 4096;
+	{
+		struct rlimit rl;
+		getrlimit(RLIMIT_NOFILE, &rl);
+		bo.nofile = (unsigned)rl.rlim_cur;
+	}
 	bo.log_level = "warn";
 	if (tl_broker_setup(&br, &bo) != 0 || conf_adjust() != 0) {
 		fprintf(stderr, "bench_scale: broker setup failed\n");
