@@ -717,6 +717,105 @@ on_keepalive(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* ---- TLS alone: full vs resumed handshakes ---------------------------------- */
+
+/* Handshake-only connections with the first agents' credentials: the
+ * broker does accept + TLS (+ its peer record), nothing else; closed as
+ * soon as they are ready. Up to 32 in flight. */
+static int hs_left, hs_inflight, hs_done, hs_resumed, hs_failed, hs_next;
+static int hs_with_ticket;
+
+static void hs_start(void);
+
+static void
+hs_ready(struct rp_tls *t, void *arg)
+{
+	(void)arg;
+	hs_done++;
+	hs_resumed += rp_tls_resumed(t);
+	rp_tls_close(t);
+}
+
+static void
+hs_close(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
+{
+	(void)t;
+	(void)msg;
+	(void)arg;
+	if (why != RP_TLS_CLOSED_LOCAL)
+		hs_failed++;
+	hs_inflight--;
+	hs_start();
+}
+
+static const struct rp_tls_cbs hs_cbs = {
+    .on_ready = hs_ready, .on_close = hs_close};
+
+static void
+hs_start(void)
+{
+	while (hs_left > 0 && hs_inflight < 32) {
+		struct ag *a = &ags[hs_next++ % nagents];
+		struct sockaddr_in dst, src;
+		struct rp_tls_connect_extra x;
+
+		if (a->tctx == NULL)
+			continue;
+		hs_left--;
+		memset(&dst, 0, sizeof(dst));
+		dst.sin_family = AF_INET;
+		dst.sin_port = htons((uint16_t)br.port);
+		dst.sin_addr.s_addr = htonl(0x7f000001);
+		memset(&src, 0, sizeof(src));
+		src.sin_family = AF_INET;
+		src.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)(2 + nsrc));
+		memset(&x, 0, sizeof(x));
+		x.src = (struct sockaddr *)&src;
+		x.srclen = sizeof(src);
+		if (hs_with_ticket && a->sess != NULL) {
+			x.session = a->sess;
+			x.session_len = a->sesslen;
+		}
+		if (rp_tls_connect_ex(a->tctx, base, (struct sockaddr *)&dst,
+		        sizeof(dst), "localhost", &x, &hs_cbs, NULL) == NULL)
+			hs_failed++;
+		else
+			hs_inflight++;
+	}
+}
+
+static int
+hs_all_done(void *arg)
+{
+	(void)arg;
+	return hs_left == 0 && hs_inflight == 0;
+}
+
+/* m handshakes; returns the broker's CPU ms per handshake, less its
+ * background rate (keepalives) bg_ms_per_s. */
+static double
+hs_measure(
+    int m, int with_ticket, double bg_ms_per_s, double *per_s, int *resumed)
+{
+	long c0 = tl_broker_cpu_ms(&br), c1;
+	uint64_t t0 = now_ms();
+	double secs, cpu;
+
+	hs_left = m;
+	hs_inflight = hs_done = hs_resumed = hs_failed = 0;
+	hs_next = 0;
+	hs_with_ticket = with_ticket;
+	hs_start();
+	tl_run_until(base, hs_all_done, NULL, 120000);
+	c1 = tl_broker_cpu_ms(&br);
+	secs = (now_ms() - t0) / 1e3;
+	cpu = (double)(c1 - c0) - bg_ms_per_s * secs;
+	*per_s = hs_done / secs;
+	*resumed = hs_resumed;
+	return hs_done ? cpu / hs_done : 0;
+}
+
 /* ---- the helper ------------------------------------------------------------ */
 
 struct helper {
@@ -988,7 +1087,8 @@ main(int argc, char **argv)
 	uint64_t t0;
 	double conn_s, lm = 0, lx = 0, fm = 0, fx = 0;
 	int ch, made, lcount = 0, ltrunc = 0, fcount = 0, ftrunc = 0;
-	int have_list = 0, rc = 1;
+	int have_list = 0, rc = 1, hs_m = 0, hs_full_n = 0, hs_res_n = 0;
+	double hs_full_ms = 0, hs_res_ms = 0, hs_full_rate = 0, hs_res_rate = 0;
 	struct timeval tick = {0, TICK_MS * 1000}, kat = {0, 100000};
 
 	while ((ch = getopt(argc, argv, "n:c:k:i:b:s:t:FxC")) != -1) {
@@ -1136,6 +1236,19 @@ main(int argc, char **argv)
 	    idle_s, pings_sent, pings_ok, pings_fail, nup);
 	fflush(stdout);
 
+	/* 2b. TLS alone. */
+	{
+		double bg = idle_s ? (double)(cpu2 - cpu1) / idle_s : 0;
+		int m = nagents < 2000 ? nagents : 2000;
+		hs_full_ms = hs_measure(m, 0, bg, &hs_full_rate, &hs_full_n);
+		hs_res_ms = hs_measure(m, 1, bg, &hs_res_rate, &hs_res_n);
+		hs_m = m;
+		printf("phase 2b: %d TLS-only handshakes each way: full %.3f "
+		       "ms broker CPU, resumed (%d of %d) %.3f ms\n",
+		    m, hs_full_ms, hs_res_n, m, hs_res_ms);
+		fflush(stdout);
+	}
+
 	/* 3. machines.list. */
 	if (!no_dir) {
 		if (helper_login() != 0)
@@ -1182,6 +1295,19 @@ main(int argc, char **argv)
 	printf("%-52s %14.0f\n",
 	    "broker full handshakes/s per CPU (1000/CPU ms)",
 	    1000.0 / ((double)(cpu1 - cpu0) / nagents));
+	printf("%-52s %14.3f\n", "TLS only: broker CPU per full handshake (ms)",
+	    hs_full_ms);
+	printf("%-52s %14.3f\n",
+	    "TLS only: broker CPU per resumed handshake (ms)", hs_res_ms);
+	printf("%-52s %8d of %d\n", "TLS only: resumed", hs_res_n, hs_m);
+	printf("%-52s %14.0f\n", "TLS only: full handshakes/s per broker CPU",
+	    hs_full_ms > 0 ? 1000 / hs_full_ms : 0);
+	printf("%-52s %14.0f\n",
+	    "TLS only: resumed handshakes/s per broker CPU",
+	    hs_res_ms > 0 ? 1000 / hs_res_ms : 0);
+	printf("%-52s %8.0f / %.0f\n",
+	    "TLS only: measured rate full / resumed (conn/s)", hs_full_rate,
+	    hs_res_rate);
 	printf("%-52s %14zu\n", "broker VmRSS before agents (KiB)", rss0);
 	printf("%-52s %14zu\n", "broker VmRSS, all registered (KiB)", rss1);
 	printf("%-52s %14zu\n", "broker VmRSS after idle (KiB)", rss2);
