@@ -44,7 +44,8 @@ cmake --build "$build" -j"$jobs" --target "${targets[@]}" rabrokerd >/dev/null
 hard=$(ulimit -Hn)
 want=16384
 if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then want=$hard; fi
-ulimit -n "$want" 2>/dev/null || true
+# Soft limit only: bench_scale raises its own up to the hard one.
+ulimit -Sn "$want" 2>/dev/null || true
 
 export RABROKER_SOURCE_DIR=$src RABROKER_BUILD_DIR=$build
 status=0
