@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "bk_audit.h"
 #include "rp_error.h"
 #include "rp_log.h"
 #include "tl_broker.h"
@@ -1043,6 +1044,53 @@ restart_case(int sig)
 
 /* A connected session with control survives a broker restart: listed as
  * connected with control granted, and its end is still recorded. */
+/* The trail cannot be written (the audit file turns into a full disk at
+ * the next reopen): new offers are refused with audit_unavailable and
+ * reach nobody; once the trail can be written again (SIGHUP), offers work
+ * again and the chain goes on unbroken. */
+START_TEST(t_audit_unavailable)
+{
+	struct tl_client *a, *h;
+	json_t *res = NULL;
+	char real[700], why[256], tid[33];
+	unsigned long lines = 0, bad = 0;
+
+	broker_with(policy_main, NULL);
+	a = agent("ws-042", WS42, "CORP\\bob");
+	h = helper("alice");
+	snprintf(real, sizeof(real), "%s.real", br.audit);
+	ck_assert_int_eq(rename(br.audit, real), 0);
+	ck_assert_int_eq(symlink("/dev/full", br.audit), 0);
+	ck_assert_int_eq(tl_broker_signal(&br, SIGHUP), 0);
+	ck_assert(tl_broker_wait_log(
+	    &br, "audit trail could not be reopened", 1, T_WAIT));
+	ck_assert_int_eq(
+	    offer(h, WS42, "view", &res), RP_ERR_AUDIT_UNAVAILABLE);
+	json_decref(res);
+	ck_assert_ptr_null(
+	    tl_client_wait_request(a, "novice.prompt", 300, NULL));
+
+	/* The disk has room again. */
+	ck_assert_int_eq(unlink(br.audit), 0);
+	ck_assert_int_eq(rename(real, br.audit), 0);
+	ck_assert_int_eq(tl_broker_signal(&br, SIGHUP), 0);
+	ck_assert(tl_broker_wait_log(&br, "policy reloaded", 2, T_WAIT));
+	ck_assert_int_eq(offer(h, WS42, "view", &res), 0);
+	snprintf(tid, sizeof(tid), "%s", jstr(res, "ticket"));
+	json_decref(res);
+	json_decref(agent_answer(a, "novice.prompt", tid,
+	    json_pack("{s:s, s:s}", "answer", "decline", "user", "CORP\\bob")));
+	update_drop(h, tid, "prompting");
+	update_drop(h, tid, "declined");
+	tl_client_free(h);
+	tl_client_free(a);
+	ck_assert(audit_wait("ticket_created", 1));
+	ck_assert_int_eq(
+	    bk_audit_verify_file(br.audit, &lines, &bad, why, sizeof(why)), 0);
+	ck_assert_uint_gt(lines, 0);
+}
+END_TEST
+
 START_TEST(t_restart_connected)
 {
 	struct tl_client *a, *h;
@@ -1129,6 +1177,7 @@ suite(void)
 	tcase_add_test(tc, t_restart);
 	tcase_add_test(tc, t_crash);
 	tcase_add_test(tc, t_restart_connected);
+	tcase_add_test(tc, t_audit_unavailable);
 	suite_add_tcase(s, tc);
 	return s;
 }
