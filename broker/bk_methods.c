@@ -2,7 +2,8 @@
  * bk_methods.c - THE method table: every method the broker serves, the
  * connection states in which it is allowed, the shape of its params
  * (checked by rp_conn with json_unpack before the handler runs) and its
- * handler. docs/METHODS.md is the contract; unknown members are ignored.
+ * handler. docs/PROTOCOL.md (Methods) is the contract; unknown members are
+ * ignored.
  *
  * The params spec (rp_conn's inline-key json_unpack format, checked before
  * the handler runs) names the required members and the optional ones

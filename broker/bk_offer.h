@@ -13,7 +13,7 @@
  *
  * Handlers below are rp_handler (ctx is struct bk_ctx *; the connection's
  * struct bk_peer is rp_conn_data(c)). Method names and shapes are in
- * docs/METHODS.md.
+ * docs/PROTOCOL.md (Methods).
  */
 #ifndef BK_OFFER_H
 #define BK_OFFER_H

@@ -1,6 +1,6 @@
 /*
  * test_bk_methods.c - the broker's method table: every params spec is one
- * rp_conn can check, every method of docs/METHODS.md served by the broker
+ * rp_conn can check, every method of docs/PROTOCOL.md (Methods) served by the broker
  * is in it with the states the contract gives, and nothing else is.
  */
 #include <check.h>
