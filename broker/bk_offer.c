@@ -49,6 +49,7 @@
 #include "bk.h"
 #include "bk_audit.h"
 #include "bk_config.h"
+#include "bk_metrics.h"
 #include "bk_offer.h"
 #include "bk_relay.h"
 #include "bk_store.h"
@@ -897,6 +898,8 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		return;
 	}
 	if (agent_conn(ctx, machine, &ag) == NULL) {
+		/* Not an audited event: counted here (bk_metrics.h). */
+		bk_metrics_count(ctx, BK_M_OFFER, "offline");
 		rp_conn_error(c, id, RP_ERR_MACHINE_OFFLINE, NULL, NULL);
 		return;
 	}

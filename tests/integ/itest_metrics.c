@@ -463,6 +463,9 @@ START_TEST(t_offline_and_rate_limited)
 	ck_assert(metric_is("rabroker_offers_total{outcome=\"offline\"}", 1));
 	ck_assert_int_eq(
 	    metric("rabroker_offers_total{outcome=\"declined\"}"), 0);
+	/* Now the machine is not online at all: refused, counted too. */
+	ck_assert_int_ne(offer(h, tid), 0);
+	ck_assert(metric_is("rabroker_offers_total{outcome=\"offline\"}", 2));
 	tl_client_free(h);
 
 	/* max_failures = 5 by default: the sixth attempt is refused. */
