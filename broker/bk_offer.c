@@ -1130,9 +1130,27 @@ bk_h_control_request(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		reply_err(c, id, RP_ERR_MACHINE_OFFLINE, NULL);
 		return;
 	}
-	/* The policy may have changed (SIGHUP) since the offer: ask again. */
+	/* The policy may have changed (SIGHUP) since the offer: ask again,
+	 * and audit the decision with its rule, granted or not. */
 	policy_decide(ctx, peer->user, ag, &d);
+	{
+		json_t *f = tfields(o->t);
+
+		json_object_set_new(f, "request", json_string("control"));
+		json_object_set_new(
+		    f, "right", json_string(az_right_name(d.right)));
+		json_object_set_new(f, "rule", json_string(d.rule_text));
+		audit(ctx, BK_AE_POLICY_DECISION, f);
+	}
 	if (o->t->mode != BK_MODE_CONTROL || d.right < AZ_RIGHT_CONTROL) {
+		json_t *f = tfields(o->t);
+
+		json_object_set_new(f, "reason",
+		    json_string(o->t->mode != BK_MODE_CONTROL
+		            ? "view_only_ticket"
+		            : "forbidden"));
+		json_object_set_new(f, "rule", json_string(d.rule_text));
+		audit(ctx, BK_AE_CONTROL_DECLINED, f);
 		if (id != NULL)
 			rp_conn_error(c, id, RP_ERR_FORBIDDEN,
 			    o->t->mode != BK_MODE_CONTROL

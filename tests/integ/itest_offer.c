@@ -739,6 +739,11 @@ START_TEST(t_control_policy_reload)
 	ck_assert_ptr_nonnull(
 	    strstr(jstr(json_object_get(res, "data"), "rule"), "allow view"));
 	json_decref(res);
+	/* The decision is audited with its rule, and so is the refusal. */
+	ck_assert(audit_has("policy_decision", tid, "\"request\":\"control\""));
+	ck_assert(audit_has("policy_decision", tid, "\"right\":\"view\""));
+	ck_assert(
+	    audit_has("control_declined", tid, "\"reason\":\"forbidden\""));
 	ck_assert_ptr_null(
 	    tl_client_wait_request(a, "control.prompt", 300, NULL));
 	tl_client_free(h);
