@@ -17,6 +17,7 @@
 
 #include <ini.h>
 
+#include "rp_cfg.h"
 #include "cl_agent_config.h"
 #include "rp_log.h"
 
@@ -42,28 +43,12 @@ static void perr(struct pctx *p, unsigned line, const char *fmt, ...)
 static void
 perr(struct pctx *p, unsigned line, const char *fmt, ...)
 {
-	char msg[512];
 	va_list ap;
-	int n;
 
 	p->nerr++;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	rp_cfg_verror(p->err, p->errlen, &p->errused, p->name, line, fmt, ap);
 	va_end(ap);
-	if (p->err == NULL || p->errused + 1 >= p->errlen)
-		return;
-	if (line > 0)
-		n = snprintf(p->err + p->errused, p->errlen - p->errused,
-		    "%s%s:%u: %s", p->errused ? "\n" : "", p->name, line, msg);
-	else
-		n = snprintf(p->err + p->errused, p->errlen - p->errused,
-		    "%s%s: %s", p->errused ? "\n" : "", p->name, msg);
-	if (n < 0)
-		return;
-	if ((size_t)n >= p->errlen - p->errused)
-		p->errused = p->errlen - 1;
-	else
-		p->errused += (size_t)n;
 }
 
 static int

@@ -21,6 +21,8 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "cl_agent_config.h" /* cl_split_hostport */
+#include "rp_cfg.h"
 #include "cl_offer_config.h"
 #include "cl_sasl_client.h"
 #include "rp_log.h"
@@ -185,41 +187,6 @@ cl_offer_viewer_cmd(const char *tmpl, unsigned port)
 	return out;
 }
 
-/* "host:port" / "[v6]:port" (port required, 1..65535). */
-static int
-split_hostport(const char *s, char **host, char **port)
-{
-	const char *colon, *h = s;
-	size_t hl;
-	unsigned pv;
-
-	if (s == NULL || *s == '\0')
-		return -1;
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-		if (rb == NULL || rb[1] != ':')
-			return -1;
-		h = s + 1;
-		hl = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL || strchr(s, ':') != colon)
-			return -1;
-		hl = (size_t)(colon - s);
-	}
-	if (hl == 0 || cl_offer_parse_port(colon + 1, &pv) != 0 || pv == 0)
-		return -1;
-	*host = strndup(h, hl);
-	*port = strdup(colon + 1);
-	if (*host == NULL || *port == NULL) {
-		free(*host);
-		free(*port);
-		return -1;
-	}
-	return 0;
-}
-
 /* ---- setters shared by the file and the command line ------------------ */
 
 static int
@@ -239,7 +206,7 @@ set_broker(struct cl_offer_config *c, const char *v, char *err, size_t el)
 {
 	char *h = NULL, *p = NULL;
 
-	if (split_hostport(v, &h, &p) != 0) {
+	if (cl_split_hostport(v, &h, &p) != 0) {
 		snprintf(err, el,
 		    "broker \"%s\": expected HOST:PORT ([v6]:PORT), port "
 		    "1-65535",
@@ -405,29 +372,11 @@ static void __attribute__((format(printf, 3, 4)))
 perr(struct pctx *p, unsigned line, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
 
 	p->nerr++;
-	if (p->err == NULL || p->used + 1 >= p->errlen)
-		return;
-	if (line > 0)
-		n = snprintf(p->err + p->used, p->errlen - p->used,
-		    "%s%s:%u: ", p->used ? "\n" : "", p->name, line);
-	else
-		n = snprintf(p->err + p->used, p->errlen - p->used,
-		    "%s%s: ", p->used ? "\n" : "", p->name);
-	if (n < 0 || (size_t)n >= p->errlen - p->used) {
-		p->used = p->errlen - 1;
-		return;
-	}
-	p->used += (size_t)n;
 	va_start(ap, fmt);
-	n = vsnprintf(p->err + p->used, p->errlen - p->used, fmt, ap);
+	rp_cfg_verror(p->err, p->errlen, &p->used, p->name, line, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= p->errlen - p->used)
-		p->used = p->errlen - 1;
-	else
-		p->used += (size_t)n;
 }
 
 static char *
