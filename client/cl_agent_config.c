@@ -1,70 +1,35 @@
 /*
  * cl_agent_config.c - raagent.conf, read with inih but strictly.
  *
- * inih's handler gets no line number in Debian's build, so lines come
- * through our own reader, which counts them and refuses over-long ones or
- * NUL bytes; the handler looks every key up in one table. Errors are
+ * Lines come through rp_cfg's reader (counted, over-long ones and NUL
+ * bytes refused); the handler looks every key up in one table. Errors are
  * collected as "FILE:LINE: why".
  */
 #include <errno.h>
-#include <limits.h>
-#include <stdarg.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <ini.h>
-
 #include "rp_cfg.h"
 #include "cl_agent_config.h"
 #include "rp_log.h"
 
-#define CFG_LINE_MAX 1024
 #define CFG_MAX_SEEN 128
 
 struct pctx {
-	const char *name;
-	FILE *f;
-	const char *s;
-	unsigned line;
+	struct rp_cfg cfg;
 	struct cl_agent_config *c;
-	char *err;
-	size_t errlen, errused;
-	int nerr;
 	char *seen[CFG_MAX_SEEN]; /* "section.key" of single keys */
 	size_t nseen;
 };
 
-static void perr(struct pctx *p, unsigned line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-perr(struct pctx *p, unsigned line, const char *fmt, ...)
-{
-	va_list ap;
-
-	p->nerr++;
-	va_start(ap, fmt);
-	rp_cfg_verror(p->err, p->errlen, &p->errused, p->name, line, fmt, ap);
-	va_end(ap);
-}
-
-static int
-rd_getc(struct pctx *p)
-{
-	if (p->f != NULL)
-		return fgetc(p->f);
-	if (*p->s == '\0')
-		return EOF;
-	return (unsigned char)*p->s++;
-}
+#define perr(p, ...) rp_cfg_error(&(p)->cfg, __VA_ARGS__)
 
 /* inih does not tell the handler about a section without keys: check
  * every section header here. */
 static void
-rd_check_section(struct pctx *p, const char *line)
+rd_check_section(struct rp_cfg *cfg, const char *line)
 {
 	static const char *known[] = {
 	    "agent", "sessions", "prompt", "tunnel", "log"};
@@ -80,51 +45,7 @@ rd_check_section(struct pctx *p, const char *line)
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 		if (strlen(known[i]) == n && !strncmp(known[i], s + 1, n))
 			return;
-	perr(p, p->line, "unknown section [%.*s]", (int)n, s + 1);
-}
-
-static char *
-rd_line(char *str, int num, void *stream)
-{
-	struct pctx *p = stream;
-	size_t n = 0, cap = (size_t)num - 1;
-	int ch, bad = 0;
-
-	if (num < 3)
-		return NULL;
-	if (cap > CFG_LINE_MAX)
-		cap = CFG_LINE_MAX;
-	for (;;) {
-		ch = rd_getc(p);
-		if (ch == EOF) {
-			if (n == 0 && !bad)
-				return NULL;
-			break;
-		}
-		if (ch == '\0') {
-			bad = 2;
-			continue;
-		}
-		if (n + 1 < cap)
-			str[n++] = (char)ch;
-		else if (ch != '\n')
-			bad = bad ? bad : 1;
-		if (ch == '\n')
-			break;
-	}
-	str[n] = '\0';
-	p->line++;
-	if (bad) {
-		perr(p, p->line,
-		    bad == 2 ? "NUL byte in line"
-		             : "line too long (at most %d bytes)",
-		    CFG_LINE_MAX - 2);
-		str[0] = '\n';
-		str[1] = '\0';
-		return str;
-	}
-	rd_check_section(p, str);
-	return str;
+	rp_cfg_error(cfg, cfg->line, "unknown section [%.*s]", (int)n, s + 1);
 }
 
 int
@@ -178,28 +99,11 @@ v_str(struct pctx *p, const char *v, char **out)
 static int
 v_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
 {
-	char *end;
-	unsigned long n;
+	uint64_t n;
 
-	if (*v < '0' || *v > '9')
-		return -1;
-	errno = 0;
-	n = strtoul(v, &end, 10);
-	if (errno != 0 || *end != '\0' || n < lo || n > hi)
+	if (rp_cfg_number(v, &n) != 0 || n < lo || n > hi)
 		return -1;
 	*out = (unsigned)n;
-	return 0;
-}
-
-static int
-v_bool(const char *v, int *out)
-{
-	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1"))
-		*out = 1;
-	else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0"))
-		*out = 0;
-	else
-		return -1;
 	return 0;
 }
 
@@ -212,7 +116,7 @@ v_session(struct pctx *p, const char *v)
 	int n = 0;
 
 	if (p->c->nstat >= CL_CFG_MAX_STATIC) {
-		perr(p, p->line, "more than %d static sessions",
+		perr(p, p->cfg.line, "more than %d static sessions",
 		    CL_CFG_MAX_STATIC);
 		return 0;
 	}
@@ -225,7 +129,7 @@ v_session(struct pctx *p, const char *v)
 	        strcmp(tok[1], "remote")) ||
 	    (n == 3 && strcmp(tok[2], "locked") &&
 	        strcmp(tok[2], "unlocked"))) {
-		perr(p, p->line,
+		perr(p, p->cfg.line,
 		    "session: expected \"USER graphical|console|remote "
 		    "[locked|unlocked]\"");
 		return 0;
@@ -257,17 +161,17 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 	if (strcmp(key, "sessions.session") != 0) {
 		for (size_t i = 0; i < p->nseen; i++)
 			if (!strcmp(p->seen[i], key)) {
-				perr(p, p->line, "%s given twice in [%s]", name,
-				    section);
+				perr(p, p->cfg.line, "%s given twice in [%s]",
+				    name, section);
 				return 1;
 			}
 		if (p->nseen < CFG_MAX_SEEN)
 			p->seen[p->nseen++] = strdup(key);
 	}
-#define BAD(...)                               \
-	do {                                   \
-		perr(p, p->line, __VA_ARGS__); \
-		return 1;                      \
+#define BAD(...)                                   \
+	do {                                       \
+		perr(p, p->cfg.line, __VA_ARGS__); \
+		return 1;                          \
 	} while (0)
 	if (!strcmp(key, "agent.broker")) {
 		free(c->broker_host);
@@ -354,13 +258,13 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 		if (v_uint(value, 1, 300, &c->connect_timeout_s))
 			BAD("connect_timeout: seconds 1..300");
 	} else if (!strcmp(key, "tunnel.relay")) {
-		if (v_bool(value, &c->relay))
+		if (rp_cfg_bool(value, &c->relay))
 			BAD("relay: yes or no");
 	} else if (!strcmp(key, "log.level")) {
 		if ((c->log_level = log_level_parse(value)) < 0)
 			BAD("level: error, warn, info or debug");
 	} else if (!strcmp(key, "log.syslog")) {
-		if (v_bool(value, &c->log_syslog))
+		if (rp_cfg_bool(value, &c->log_syslog))
 			BAD("syslog: yes or no");
 	} else
 		BAD("unknown key %s in [%s]", name, section);
@@ -412,41 +316,32 @@ finish(struct pctx *p)
 	if (c->source == CL_SESS_STATIC && c->nstat == 0)
 		log_info("%s: [sessions] source = static with no session: "
 		         "nobody is ever logged on",
-		    p->name);
+		    p->cfg.name);
 }
 
+/* Reads what p->cfg was set up with. */
 static struct cl_agent_config *
-load(struct pctx *p, char *err, size_t errlen)
+load(struct pctx *p)
 {
 	struct cl_agent_config *c;
+	int rc;
 
-	if (err && errlen)
-		err[0] = '\0';
-	p->err = err;
-	p->errlen = errlen;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return NULL;
 	p->c = c;
 	defaults(c);
-	c->path = strdup(p->name);
-	ini_use_stack = false;
-	ini_allow_realloc = false;
-	ini_allow_multiline = false;
-	ini_initial_alloc = CFG_LINE_MAX + 3;
-	ini_max_line = CFG_LINE_MAX + 3;
-	ini_stop_on_first_error = false;
-	{
-		int rc = ini_parse_stream(rd_line, p, on_kv, p);
-		if (rc > 0 && (unsigned)rc != 0)
-			perr(p, (unsigned)rc, "syntax error");
-		else if (rc < 0)
-			perr(p, 0, "cannot read the file");
-	}
-	if (p->nerr == 0)
+	c->path = strdup(p->cfg.name);
+	p->cfg.check_line = rd_check_section;
+	rc = rp_cfg_ini_parse(&p->cfg, 0, on_kv, p);
+	if (rc > 0)
+		perr(p, (unsigned)rc, "syntax error");
+	else if (rc < 0)
+		perr(p, 0, "cannot read the file");
+	if (p->cfg.nerr == 0)
 		finish(p);
 	for (size_t i = 0; i < p->nseen; i++)
 		free(p->seen[i]);
-	if (p->nerr > 0) {
+	if (p->cfg.nerr > 0) {
 		cl_agent_config_free(c);
 		return NULL;
 	}
@@ -456,18 +351,18 @@ load(struct pctx *p, char *err, size_t errlen)
 struct cl_agent_config *
 cl_agent_config_load(const char *path, char *err, size_t errlen)
 {
-	struct pctx p;
+	struct pctx p = {.c = NULL};
 	struct cl_agent_config *c;
+	FILE *f;
 
-	memset(&p, 0, sizeof(p));
-	p.name = path;
-	if ((p.f = fopen(path, "r")) == NULL) {
+	if ((f = fopen(path, "r")) == NULL) {
 		if (err && errlen)
 			snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL;
 	}
-	c = load(&p, err, errlen);
-	fclose(p.f);
+	rp_cfg_init(&p.cfg, path, f, NULL, err, errlen);
+	c = load(&p);
+	fclose(f);
 	return c;
 }
 
@@ -475,12 +370,10 @@ struct cl_agent_config *
 cl_agent_config_parse(
     const char *name, const char *text, char *err, size_t errlen)
 {
-	struct pctx p;
+	struct pctx p = {.c = NULL};
 
-	memset(&p, 0, sizeof(p));
-	p.name = name;
-	p.s = text;
-	return load(&p, err, errlen);
+	rp_cfg_init(&p.cfg, name, NULL, text, err, errlen);
+	return load(&p);
 }
 
 void

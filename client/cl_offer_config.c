@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,40 +71,21 @@ cl_offer_config_free(struct cl_offer_config *c)
 int
 cl_offer_parse_duration(const char *s, unsigned *out)
 {
-	char *end;
-	unsigned long v, mul = 1;
+	uint64_t ms;
 
-	if (s == NULL || !isdigit((unsigned char)*s))
+	if (s == NULL || rp_cfg_duration_ms(s, &ms) != 0 || ms % 1000 != 0 ||
+	    ms / 1000 > 86400 * 7)
 		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0)
-		return -1;
-	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-		mul = 1;
-	else if (strcmp(end, "m") == 0)
-		mul = 60;
-	else if (strcmp(end, "h") == 0)
-		mul = 3600;
-	else
-		return -1;
-	if (v > 86400UL * 7 / mul)
-		return -1;
-	*out = (unsigned)(v * mul);
+	*out = (unsigned)(ms / 1000);
 	return 0;
 }
 
 int
 cl_offer_parse_port(const char *s, unsigned *out)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
 
-	if (s == NULL || !isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v > 65535)
+	if (s == NULL || rp_cfg_number(s, &v) != 0 || v > 65535)
 		return -1;
 	*out = (unsigned)v;
 	return 0;
@@ -361,24 +341,6 @@ static const struct {
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-struct pctx {
-	const char *name;
-	char *err;
-	size_t errlen, used;
-	int nerr;
-};
-
-static void __attribute__((format(printf, 3, 4)))
-perr(struct pctx *p, unsigned line, const char *fmt, ...)
-{
-	va_list ap;
-
-	p->nerr++;
-	va_start(ap, fmt);
-	rp_cfg_verror(p->err, p->errlen, &p->used, p->name, line, fmt, ap);
-	va_end(ap);
-}
-
 static char *
 trim(char *s)
 {
@@ -460,33 +422,25 @@ int
 cl_offer_config_parse(struct cl_offer_config *c, const char *name,
     const char *text, char *err, size_t errlen)
 {
-	struct pctx p = {.name = name, .err = err, .errlen = errlen};
+	struct rp_cfg p;
 	unsigned char seen[NKEYS];
-	char section[32] = "", line[CFG_LINE_MAX + 2];
-	const char *s = text;
-	unsigned lineno = 0;
+	char section[32] = "", line[CFG_LINE_MAX + 1];
+	enum rp_cfg_read r;
 	size_t i;
 
 	memset(seen, 0, sizeof(seen));
-	if (err != NULL && errlen > 0)
-		err[0] = '\0';
-	while (*s != '\0') {
-		const char *nl = strchr(s, '\n');
-		size_t n = nl ? (size_t)(nl - s) : strlen(s);
+	rp_cfg_init(&p, name, NULL, text, err, errlen);
+	while ((r = rp_cfg_read_line(&p, line, CFG_LINE_MAX)) != RP_CFG_EOF) {
+		unsigned lineno = p.line;
 		char *l, *eq, *k, *v, msg[256];
 
-		lineno++;
-		if (n > CFG_LINE_MAX) {
-			perr(&p, lineno, "line longer than %d bytes",
+		if (r == RP_CFG_TOO_LONG) {
+			rp_cfg_error(&p, lineno, "line longer than %d bytes",
 			    CFG_LINE_MAX);
-			s += n + (nl != NULL);
 			continue;
 		}
-		memcpy(line, s, n);
-		line[n] = '\0';
-		s += n + (nl != NULL);
-		if (memchr(line, '\0', n) != NULL) {
-			perr(&p, lineno, "NUL byte");
+		if (r == RP_CFG_NUL) {
+			rp_cfg_error(&p, lineno, "NUL byte");
 			continue;
 		}
 		l = trim(line);
@@ -495,7 +449,7 @@ cl_offer_config_parse(struct cl_offer_config *c, const char *name,
 		if (*l == '[') {
 			char *rb = strchr(l, ']');
 			if (rb == NULL || rb[1] != '\0') {
-				perr(&p, lineno, "bad section header");
+				rp_cfg_error(&p, lineno, "bad section header");
 				section[0] = '\0';
 				continue;
 			}
@@ -504,7 +458,8 @@ cl_offer_config_parse(struct cl_offer_config *c, const char *name,
 				if (strcmp(keys[i].section, l + 1) == 0)
 					break;
 			if (i == NKEYS) {
-				perr(&p, lineno, "unknown section [%s]", l + 1);
+				rp_cfg_error(
+				    &p, lineno, "unknown section [%s]", l + 1);
 				section[0] = '\0';
 				/* keys below are reported once, here */
 				snprintf(section, sizeof(section), "?");
@@ -514,7 +469,7 @@ cl_offer_config_parse(struct cl_offer_config *c, const char *name,
 			continue;
 		}
 		if ((eq = strchr(l, '=')) == NULL) {
-			perr(&p, lineno, "expected key = value");
+			rp_cfg_error(&p, lineno, "expected key = value");
 			continue;
 		}
 		*eq = '\0';
@@ -523,7 +478,7 @@ cl_offer_config_parse(struct cl_offer_config *c, const char *name,
 		if (strcmp(section, "?") == 0)
 			continue;
 		if (section[0] == '\0') {
-			perr(&p, lineno, "\"%s\" outside a section", k);
+			rp_cfg_error(&p, lineno, "\"%s\" outside a section", k);
 			continue;
 		}
 		for (i = 0; i < NKEYS; i++)
@@ -531,22 +486,25 @@ cl_offer_config_parse(struct cl_offer_config *c, const char *name,
 			    strcmp(keys[i].key, k) == 0)
 				break;
 		if (i == NKEYS) {
-			perr(&p, lineno, "unknown key \"%s\" in [%s]", k,
-			    section);
+			rp_cfg_error(&p, lineno, "unknown key \"%s\" in [%s]",
+			    k, section);
 			continue;
 		}
 		if (seen[i]) {
-			perr(&p, lineno, "[%s] %s given twice", section, k);
+			rp_cfg_error(
+			    &p, lineno, "[%s] %s given twice", section, k);
 			continue;
 		}
 		seen[i] = 1;
 		if (*v == '\0') {
-			perr(&p, lineno, "[%s] %s: empty value", section, k);
+			rp_cfg_error(
+			    &p, lineno, "[%s] %s: empty value", section, k);
 			continue;
 		}
 		msg[0] = '\0';
 		if (apply_key(c, keys[i].id, v, msg, sizeof(msg)) != 0)
-			perr(&p, lineno, "%s", msg[0] ? msg : "out of memory");
+			rp_cfg_error(
+			    &p, lineno, "%s", msg[0] ? msg : "out of memory");
 	}
 	return p.nerr > 0 ? -1 : 0;
 }

@@ -92,7 +92,8 @@ int cl_offer_config_check(
     const struct cl_offer_config *c, char *err, size_t errlen);
 void cl_offer_usage(FILE *f);
 
-/* "30", "30s", "5m", "1h" -> seconds. 0 or -1. */
+/* A duration in whole seconds, at most 7 days: "30", "30s", "5m", "1h"
+ * (rp_cfg_duration_ms's syntax). 0 or -1. */
 int cl_offer_parse_duration(const char *s, unsigned *out);
 /* Port 0..65535. 0 or -1. */
 int cl_offer_parse_port(const char *s, unsigned *out);
