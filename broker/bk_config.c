@@ -67,6 +67,7 @@ static const struct cfg_key broker_keys[] = {
     {"handshake_timeout", T_SECS, O(handshake_timeout_s), 1, 300},
     {"keepalive", T_SECS, O(keepalive_s), 1, 3600},
     {"max_connections", T_UINT, O(max_connections), 1, 10000000},
+    {"handshake_threads", T_UINT, O(handshake_threads), 0, 64},
     {"drain_timeout", T_SECS, O(drain_timeout_s), 0, 3600},
     {"login_timeout", T_SECS, O(login_timeout_s), 1, 3600},
     {"ticket_key_file", T_PATH, O(ticket_key_file), 0, 0},
@@ -808,12 +809,17 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 static void
 defaults(struct bk_config *c)
 {
+	long ncpu;
+
 	c->listen = strdup("0.0.0.0:4433");
 	c->listen_host = strdup("0.0.0.0");
 	c->listen_port = 4433;
 	c->handshake_timeout_s = 10;
 	c->keepalive_s = 60;
 	c->max_connections = 100000;
+	/* TLS handshakes off the event loop: one thread per other CPU. */
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	c->handshake_threads = ncpu > 9 ? 8 : ncpu > 2 ? (unsigned)ncpu - 1 : 1;
 	c->drain_timeout_s = 10;
 	c->login_timeout_s = 60;
 	/* GnuTLS counts it from the agent's last full handshake: it must

@@ -30,6 +30,8 @@ struct bk_config {
 	unsigned handshake_timeout_s;
 	unsigned keepalive_s;
 	unsigned max_connections;
+	/* TLS handshakes run on this many threads (0: on the event loop). */
+	unsigned handshake_threads;
 	unsigned drain_timeout_s;
 	unsigned login_timeout_s; /* hello + authentication must end by then */
 	/* TLS session tickets (resumption): the key file (NULL: a key made

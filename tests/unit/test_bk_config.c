@@ -83,6 +83,9 @@ START_TEST(t_defaults)
 	ck_assert_uint_eq(c->listen_port, 4433);
 	ck_assert_uint_eq(c->keepalive_s, 60);
 	ck_assert_uint_eq(c->drain_timeout_s, 10);
+	/* CPUs online - 1, at least 1, at most 8 */
+	ck_assert_uint_ge(c->handshake_threads, 1);
+	ck_assert_uint_le(c->handshake_threads, 8);
 	ck_assert_uint_eq(c->max_duration_s, 1800);
 	ck_assert_int_eq(c->have_directory, 0);
 	ck_assert(bk_config_has_mech(c, "plain"));
@@ -115,6 +118,7 @@ START_TEST(t_values)
 	    "listen = [::1]:5443\n"
 	    "keepalive = 2m\n"
 	    "drain_timeout = 0\n"
+	    "handshake_threads = 0\n"
 	    "[relay]\nbyte_budget = 512M\nidle_timeout = 1h ; inline comment\n"
 	    "[sasl]\nmechanisms = plain\n"
 	    "[log]\nlevel = debug\nsyslog = no\n"
@@ -130,6 +134,7 @@ START_TEST(t_values)
 	ck_assert_uint_eq(c->listen_port, 5443);
 	ck_assert_uint_eq(c->keepalive_s, 120);
 	ck_assert_uint_eq(c->drain_timeout_s, 0);
+	ck_assert_uint_eq(c->handshake_threads, 0);
 	ck_assert_uint_eq(c->relay_byte_budget, 512ull << 20);
 	ck_assert_uint_eq(c->relay_idle_timeout_s, 3600);
 	ck_assert(bk_config_has_mech(c, "PLAIN"));
@@ -158,6 +163,8 @@ START_TEST(t_errors_name_lines)
 	expect_error("[broker]\nkeepalive = 0\n",
 	    "t.conf:8: keepalive: bad value \"0\": out of range 1s..3600s");
 	expect_error("[broker]\nkeepalive = soon\n", "t.conf:8: keepalive");
+	expect_error("[broker]\nhandshake_threads = 65\n",
+	    "t.conf:8: handshake_threads: bad value \"65\"");
 	expect_error(
 	    "[broker]\ncert = other\n", "t.conf:8: duplicate key \"cert\"");
 	expect_error("[log]\nlevel = loud\n", "t.conf:8: level");
