@@ -3,17 +3,15 @@
  *
  * inih alone forgives too much (unknown keys are the caller's business, the
  * handler gets no line number in Debian's build, and a line longer than its
- * buffer is silently split in two). So lines go through our own reader,
- * which counts them, refuses over-long ones and checks the shape of each
- * line before inih sees it; the handler then looks every key up in one
- * table per section. All errors are collected, each as "FILE:LINE: why".
+ * buffer is silently split in two). So lines go through rp_cfg's reader,
+ * which counts them and refuses over-long ones, and rd_check_shape checks
+ * the shape of each line before inih sees it; the handler then looks every
+ * key up in one table per section. All errors are collected, each as
+ * "FILE:LINE: why".
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <limits.h>
-#include <stdarg.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <ini.h>
-
 #include "rp_cfg.h"
 #include "bk_config.h"
 #include "rp_log.h"
 
-#define CFG_LINE_MAX 1024 /* bytes per line */
 #define CFG_MAX_DOMAINS 64
 #define CFG_MAX_SEEN 256
 
@@ -160,48 +155,18 @@ struct seen {
 
 /* Parser state. */
 struct pctx {
+	struct rp_cfg cfg; /* the text, its line count, the errors */
 	struct bk_config *c;
-	const char *name; /* file name for messages */
-	/* input */
-	FILE *f;
-	const char *s;
-	unsigned line;
-	/* output */
-	char *err;
-	size_t errlen, errused;
-	int nerr;
 	struct seen seen[CFG_MAX_SEEN];
 	size_t nseen;
 	unsigned domain_line[CFG_MAX_DOMAINS];
 };
 
-static void perr(struct pctx *p, unsigned line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-perr(struct pctx *p, unsigned line, const char *fmt, ...)
-{
-	va_list ap;
-
-	p->nerr++;
-	va_start(ap, fmt);
-	rp_cfg_verror(p->err, p->errlen, &p->errused, p->name, line, fmt, ap);
-	va_end(ap);
-}
-
-static int
-rd_getc(struct pctx *p)
-{
-	if (p->f != NULL)
-		return fgetc(p->f);
-	if (*p->s == '\0')
-		return EOF;
-	return (unsigned char)*p->s++;
-}
+#define perr(p, ...) rp_cfg_error(&(p)->cfg, __VA_ARGS__)
 
 /* Checks the shape of one line: blank, comment, [section] or key = value. */
 static void
-rd_check_shape(struct pctx *p, const char *l)
+rd_check_shape(struct rp_cfg *p, const char *l)
 {
 	while (*l == ' ' || *l == '\t')
 		l++;
@@ -210,156 +175,19 @@ rd_check_shape(struct pctx *p, const char *l)
 	if (*l == '[') {
 		const char *e = strchr(l, ']');
 		if (e == NULL)
-			perr(p, p->line, "section header without ']'");
+			rp_cfg_error(p, p->line, "section header without ']'");
 		else {
 			for (e++; *e == ' ' || *e == '\t'; e++)
 				;
 			if (*e != '\0' && *e != '\n' && *e != '\r' &&
 			    *e != ';' && *e != '#')
-				perr(p, p->line,
+				rp_cfg_error(p, p->line,
 				    "unexpected text after section header");
 		}
 		return;
 	}
 	if (strchr(l, '=') == NULL)
-		perr(p, p->line, "expected `key = value`");
-}
-
-/* inih's reader: one line per call, counted; over-long lines refused. */
-static char *
-rd_line(char *str, int num, void *stream)
-{
-	struct pctx *p = stream;
-	size_t n = 0, cap = (size_t)num - 1;
-	int ch, toolong = 0;
-
-	if (num < 3)
-		return NULL;
-	if (cap > CFG_LINE_MAX)
-		cap = CFG_LINE_MAX;
-	for (;;) {
-		ch = rd_getc(p);
-		if (ch == EOF) {
-			if (n == 0 && !toolong)
-				return NULL;
-			break;
-		}
-		if (ch == '\0') {
-			toolong = 2; /* NUL byte: refuse the line */
-			continue;
-		}
-		if (n + 1 < cap)
-			str[n++] = (char)ch;
-		else if (ch != '\n')
-			toolong = toolong ? toolong : 1;
-		if (ch == '\n')
-			break;
-	}
-	str[n] = '\0';
-	p->line++;
-	if (toolong) {
-		perr(p, p->line,
-		    toolong == 2 ? "NUL byte in line"
-		                 : "line too long (at most %zu bytes)",
-		    cap - 2);
-		str[0] = '\n';
-		str[1] = '\0';
-		return str;
-	}
-	rd_check_shape(p, str);
-	return str;
-}
-
-static int
-parse_bool(const char *v)
-{
-	static const char *const yes[] = {"yes", "true", "on", "1"};
-	static const char *const no[] = {"no", "false", "off", "0"};
-	for (size_t i = 0; i < 4; i++) {
-		if (strcasecmp(v, yes[i]) == 0)
-			return 1;
-		if (strcasecmp(v, no[i]) == 0)
-			return 0;
-	}
-	return -1;
-}
-
-/* Unsigned decimal with an optional unit suffix; -1 on error. */
-static int
-parse_num(const char *v, unsigned long long *num, const char **suffix)
-{
-	char *end;
-
-	if (!isdigit((unsigned char)*v))
-		return -1;
-	errno = 0;
-	*num = strtoull(v, &end, 10);
-	if (errno != 0)
-		return -1;
-	while (*end == ' ')
-		end++;
-	*suffix = end;
-	return 0;
-}
-
-/* Duration in milliseconds; -1 on error. */
-static long long
-parse_duration_ms(const char *v)
-{
-	unsigned long long n, mul;
-	const char *sfx;
-
-	if (parse_num(v, &n, &sfx) < 0)
-		return -1;
-	if (*sfx == '\0' || strcmp(sfx, "s") == 0)
-		mul = 1000;
-	else if (strcmp(sfx, "ms") == 0)
-		mul = 1;
-	else if (strcmp(sfx, "m") == 0 || strcmp(sfx, "min") == 0)
-		mul = 60000;
-	else if (strcmp(sfx, "h") == 0)
-		mul = 3600000;
-	else
-		return -1;
-	if (n > (unsigned long long)LLONG_MAX / mul / 2)
-		return -1;
-	return (long long)(n * mul);
-}
-
-static int
-parse_bytes(const char *v, uint64_t *out)
-{
-	unsigned long long n, mul = 1;
-	const char *sfx;
-
-	if (parse_num(v, &n, &sfx) < 0)
-		return -1;
-	switch (toupper((unsigned char)*sfx)) {
-	case '\0':
-		break;
-	case 'K':
-		mul = 1ull << 10;
-		break;
-	case 'M':
-		mul = 1ull << 20;
-		break;
-	case 'G':
-		mul = 1ull << 30;
-		break;
-	case 'T':
-		mul = 1ull << 40;
-		break;
-	default:
-		return -1;
-	}
-	if (*sfx != '\0' && sfx[1] != '\0' &&
-	    !(toupper((unsigned char)sfx[1]) == 'B' && sfx[2] == '\0') &&
-	    !(sfx[1] == 'i' && sfx[2] == 'B' && sfx[3] == '\0'))
-		return -1;
-	if (mul > 1 && n > UINT64_MAX / mul)
-		return -1;
-	*out = n * mul;
-	return 0;
+		rp_cfg_error(p, p->line, "expected `key = value`");
 }
 
 /* "host:port", "[v6]:port". Fills listen_host/listen_port. */
@@ -496,7 +324,7 @@ set_value(struct pctx *p, const struct cfg_key *k, const char *v)
 {
 	char *base = (char *)p->c;
 	char why[160] = "";
-	long long ms;
+	uint64_t ms;
 
 	switch (k->type) {
 	case T_STR:
@@ -530,9 +358,8 @@ set_value(struct pctx *p, const struct cfg_key *k, const char *v)
 		return *dst ? 0 : -1;
 	}
 	case T_UINT: {
-		unsigned long long n;
-		const char *sfx;
-		if (parse_num(v, &n, &sfx) < 0 || *sfx != '\0')
+		uint64_t n;
+		if (rp_cfg_number(v, &n) < 0)
 			snprintf(why, sizeof(why), "not a number");
 		else if (n < k->min || n > k->max)
 			snprintf(why, sizeof(why), "out of range %lu..%lu",
@@ -544,12 +371,10 @@ set_value(struct pctx *p, const struct cfg_key *k, const char *v)
 		break;
 	}
 	case T_SECS:
-		ms = parse_duration_ms(v);
-		if (ms < 0 || ms % 1000 != 0)
+		if (rp_cfg_duration_ms(v, &ms) < 0 || ms % 1000 != 0)
 			snprintf(why, sizeof(why),
 			    "not a duration in seconds (30, 30s, 5m, 1h)");
-		else if ((unsigned long long)ms / 1000 < k->min ||
-		    (unsigned long long)ms / 1000 > k->max)
+		else if (ms / 1000 < k->min || ms / 1000 > k->max)
 			snprintf(why, sizeof(why), "out of range %lus..%lus",
 			    k->min, k->max);
 		else {
@@ -558,12 +383,10 @@ set_value(struct pctx *p, const struct cfg_key *k, const char *v)
 		}
 		break;
 	case T_MSECS:
-		ms = parse_duration_ms(v);
-		if (ms < 0)
+		if (rp_cfg_duration_ms(v, &ms) < 0)
 			snprintf(
 			    why, sizeof(why), "not a duration (500ms, 3s, 1m)");
-		else if ((unsigned long long)ms < k->min ||
-		    (unsigned long long)ms > k->max)
+		else if (ms < k->min || ms > k->max)
 			snprintf(why, sizeof(why), "out of range %lums..%lums",
 			    k->min, k->max);
 		else {
@@ -571,25 +394,20 @@ set_value(struct pctx *p, const struct cfg_key *k, const char *v)
 			return 0;
 		}
 		break;
-	case T_BOOL: {
-		int b = parse_bool(v);
-		if (b < 0)
-			snprintf(why, sizeof(why), "expected yes or no");
-		else {
-			*(int *)(base + k->off) = b;
+	case T_BOOL:
+		if (rp_cfg_bool(v, (int *)(base + k->off)) == 0)
 			return 0;
-		}
+		snprintf(why, sizeof(why), "expected yes or no");
 		break;
-	}
 	case T_BYTES:
-		if (parse_bytes(v, (uint64_t *)(base + k->off)) == 0)
+		if (rp_cfg_size(v, (uint64_t *)(base + k->off)) == 0)
 			return 0;
 		snprintf(why, sizeof(why),
 		    "not a size (0 = unlimited, 65536, 64K, 512M, 4G)");
 		break;
 	case T_LISTEN:
 		if (parse_listen(p->c, v, why, sizeof(why)) == 0) {
-			p->c->listen_line = p->line;
+			p->c->listen_line = p->cfg.line;
 			return 0;
 		}
 		break;
@@ -627,7 +445,7 @@ set_value(struct pctx *p, const struct cfg_key *k, const char *v)
 	}
 	if (why[0] == '\0')
 		snprintf(why, sizeof(why), "out of memory");
-	perr(p, p->line, "%s: bad value \"%.80s\": %s", k->name, v, why);
+	perr(p, p->cfg.line, "%s: bad value \"%.80s\": %s", k->name, v, why);
 	return 0;
 }
 
@@ -650,7 +468,7 @@ seen_add(struct pctx *p, const char *section, const char *key)
 		return;
 	p->seen[p->nseen].section = strdup(section);
 	p->seen[p->nseen].key = key ? strdup(key) : NULL;
-	p->seen[p->nseen].line = p->line;
+	p->seen[p->nseen].line = p->cfg.line;
 	p->nseen++;
 }
 
@@ -694,7 +512,7 @@ domain_get(struct pctx *p, const char *name)
 	nd[d->ndomains].netbios = strdup(name);
 	for (char *q = nd[d->ndomains].netbios; q && *q; q++)
 		*q = (char)toupper((unsigned char)*q);
-	p->domain_line[d->ndomains] = p->line;
+	p->domain_line[d->ndomains] = p->cfg.line;
 	return &nd[d->ndomains++];
 }
 
@@ -706,7 +524,7 @@ domain_key(struct pctx *p, const char *dname, const char *key, const char *v)
 
 	if (!netbios_ok(dname)) {
 		if (seen_find(p, "domain ", dname) == NULL) {
-			perr(p, p->line,
+			perr(p, p->cfg.line,
 			    "[domain %.40s]: a domain is named by its NetBIOS "
 			    "name (1-15 letters, digits, - or _)",
 			    dname);
@@ -715,7 +533,7 @@ domain_key(struct pctx *p, const char *dname, const char *key, const char *v)
 		return;
 	}
 	if ((d = domain_get(p, dname)) == NULL) {
-		perr(p, p->line, "too many domains (at most %d)",
+		perr(p, p->cfg.line, "too many domains (at most %d)",
 		    CFG_MAX_DOMAINS);
 		return;
 	}
@@ -724,13 +542,13 @@ domain_key(struct pctx *p, const char *dname, const char *key, const char *v)
 	else if (strcmp(key, "base_dn") == 0)
 		dst = &d->base_dn;
 	else {
-		perr(p, p->line,
+		perr(p, p->cfg.line,
 		    "unknown key \"%.60s\" in [domain %s] (realm, base_dn)",
 		    key, dname);
 		return;
 	}
 	if (*v == '\0') {
-		perr(p, p->line, "%s: empty value", key);
+		perr(p, p->cfg.line, "%s: empty value", key);
 		return;
 	}
 	free(*dst);
@@ -744,13 +562,14 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 	const struct cfg_section *sec = NULL;
 
 	if (*section == '\0') {
-		perr(p, p->line, "\"%.60s\" outside of any [section]", name);
+		perr(
+		    p, p->cfg.line, "\"%.60s\" outside of any [section]", name);
 		return 1;
 	}
 	if (seen_find(p, section, name) != NULL) {
-		perr(p, p->line, "duplicate key \"%.60s\" in [%.60s]%s", name,
-		    section,
-		    seen_find(p, section, name)->line == p->line
+		perr(p, p->cfg.line, "duplicate key \"%.60s\" in [%.60s]%s",
+		    name, section,
+		    seen_find(p, section, name)->line == p->cfg.line
 		        ? " (continuation lines are not supported)"
 		        : "");
 		return 1;
@@ -772,7 +591,7 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 	if (sec == NULL) {
 		/* Report an unknown section once. */
 		if (seen_find(p, section, "\001") == NULL) {
-			perr(p, p->line,
+			perr(p, p->cfg.line,
 			    "unknown section [%.60s] (broker, directory, "
 			    "domain NAME, policy, sasl, tickets, audit, log, "
 			    "relay, metrics, control)",
@@ -786,7 +605,7 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 	for (size_t i = 0; i < sec->nkeys; i++)
 		if (strcmp(name, sec->keys[i].name) == 0) {
 			if (set_value(p, &sec->keys[i], value) < 0)
-				perr(p, p->line, "out of memory");
+				perr(p, p->cfg.line, "out of memory");
 			return 1;
 		}
 	{
@@ -800,8 +619,9 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 				break;
 			used += (size_t)n;
 		}
-		perr(p, p->line, "unknown key \"%.60s\" in [%s] (known: %s)",
-		    name, sec->name, known);
+		perr(p, p->cfg.line,
+		    "unknown key \"%.60s\" in [%s] (known: %s)", name,
+		    sec->name, known);
 	}
 	return 1;
 }
@@ -1057,16 +877,13 @@ finish(struct pctx *p)
 		perr(p, 0, "[tickets] path is required with store = sqlite");
 }
 
+/* Reads what p->cfg was set up with. */
 static struct bk_config *
-load(struct pctx *p, char *err, size_t errlen)
+load(struct pctx *p)
 {
 	struct bk_config *c;
 	int rc;
 
-	if (err && errlen)
-		err[0] = '\0';
-	p->err = err;
-	p->errlen = errlen;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		perr(p, 0, "out of memory");
@@ -1074,23 +891,21 @@ load(struct pctx *p, char *err, size_t errlen)
 	}
 	p->c = c;
 	defaults(c);
-	c->path = strdup(p->name);
-	/* Debian's inih makes its line buffer a run-time setting: a heap
-	 * buffer big enough for our own limit (the reader enforces it). */
-	ini_use_stack = false;
-	ini_allow_realloc = false;
-	ini_initial_alloc = CFG_LINE_MAX + 3;
-	ini_max_line = CFG_LINE_MAX + 3;
-	rc = ini_parse_stream(rd_line, p, on_kv, p);
+	c->path = strdup(p->cfg.name);
+	/* Continuation lines reach on_kv as a duplicate key on one line,
+	 * which names them. Shape errors are the reader's: inih's own
+	 * line number is not used. */
+	p->cfg.check_line = rd_check_shape;
+	rc = rp_cfg_ini_parse(&p->cfg, 1, on_kv, p);
 	if (rc == -2)
 		perr(p, 0, "out of memory");
-	if (p->nerr == 0)
+	if (p->cfg.nerr == 0)
 		finish(p);
 	for (size_t i = 0; i < p->nseen; i++) {
 		free(p->seen[i].section);
 		free(p->seen[i].key);
 	}
-	if (p->nerr > 0) {
+	if (p->cfg.nerr > 0) {
 		bk_config_free(c);
 		return NULL;
 	}
@@ -1102,16 +917,16 @@ bk_config_load(const char *path, char *err, size_t errlen)
 {
 	struct pctx p;
 	struct bk_config *c;
+	FILE *f;
 
 	memset(&p, 0, sizeof(p));
-	p.name = path;
-	p.f = fopen(path, "r");
-	if (p.f == NULL) {
+	if ((f = fopen(path, "r")) == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL;
 	}
-	c = load(&p, err, errlen);
-	fclose(p.f);
+	rp_cfg_init(&p.cfg, path, f, NULL, err, errlen);
+	c = load(&p);
+	fclose(f);
 	return c;
 }
 
@@ -1122,9 +937,8 @@ bk_config_load_string(
 	struct pctx p;
 
 	memset(&p, 0, sizeof(p));
-	p.name = name;
-	p.s = text;
-	return load(&p, err, errlen);
+	rp_cfg_init(&p.cfg, name, NULL, text, err, errlen);
+	return load(&p);
 }
 
 void
