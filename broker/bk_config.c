@@ -917,16 +917,12 @@ bk_config_load(const char *path, char *err, size_t errlen)
 {
 	struct pctx p;
 	struct bk_config *c;
-	FILE *f;
 
 	memset(&p, 0, sizeof(p));
-	if ((f = fopen(path, "r")) == NULL) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (rp_cfg_open(&p.cfg, path, err, errlen) != 0)
 		return NULL;
-	}
-	rp_cfg_init(&p.cfg, path, f, NULL, err, errlen);
 	c = load(&p);
-	fclose(f);
+	rp_cfg_close(&p.cfg);
 	return c;
 }
 

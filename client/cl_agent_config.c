@@ -5,7 +5,6 @@
  * bytes refused); the handler looks every key up in one table. Errors are
  * collected as "FILE:LINE: why".
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,16 +352,11 @@ cl_agent_config_load(const char *path, char *err, size_t errlen)
 {
 	struct pctx p = {.c = NULL};
 	struct cl_agent_config *c;
-	FILE *f;
 
-	if ((f = fopen(path, "r")) == NULL) {
-		if (err && errlen)
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (rp_cfg_open(&p.cfg, path, err, errlen) != 0)
 		return NULL;
-	}
-	rp_cfg_init(&p.cfg, path, f, NULL, err, errlen);
 	c = load(&p);
-	fclose(f);
+	rp_cfg_close(&p.cfg);
 	return c;
 }
 

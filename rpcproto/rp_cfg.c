@@ -78,6 +78,28 @@ rd_getc(struct rp_cfg *p)
 	return (unsigned char)*p->s++;
 }
 
+int
+rp_cfg_open(struct rp_cfg *p, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	rp_cfg_init(p, path, f, NULL, err, errlen);
+	return 0;
+}
+
+void
+rp_cfg_close(struct rp_cfg *p)
+{
+	if (p->f != NULL)
+		fclose(p->f);
+	p->f = NULL;
+}
+
 enum rp_cfg_read
 rp_cfg_read_line(struct rp_cfg *p, char *buf, size_t max)
 {
@@ -217,28 +239,17 @@ rp_cfg_size(const char *v, uint64_t *out)
 	if (number_unit(v, &n, &u) < 0)
 		return -1;
 	u += strspn(u, " ");
-	switch (toupper((unsigned char)*u)) {
-	case '\0':
-		break;
-	case 'K':
-		mul = 1ull << 10;
-		break;
-	case 'M':
-		mul = 1ull << 20;
-		break;
-	case 'G':
-		mul = 1ull << 30;
-		break;
-	case 'T':
-		mul = 1ull << 40;
-		break;
-	default:
-		return -1;
+	if (*u != '\0') {
+		static const char units[] = "KMGT";
+		const char *k = strchr(units, toupper((unsigned char)*u));
+		if (k == NULL)
+			return -1;
+		mul = 1ull << (10 * (k - units + 1));
+		/* then nothing, "B", "b" or "iB" */
+		if (u[1] != '\0' && strcmp(u + 1, "B") != 0 &&
+		    strcmp(u + 1, "b") != 0 && strcmp(u + 1, "iB") != 0)
+			return -1;
 	}
-	if (*u != '\0' && u[1] != '\0' &&
-	    !(toupper((unsigned char)u[1]) == 'B' && u[2] == '\0') &&
-	    !(u[1] == 'i' && u[2] == 'B' && u[3] == '\0'))
-		return -1;
 	if (n > UINT64_MAX / mul)
 		return -1;
 	*out = n * mul;

@@ -40,6 +40,13 @@ struct rp_cfg {
 void rp_cfg_init(struct rp_cfg *p, const char *name, FILE *f, const char *text,
     char *err, size_t errlen);
 
+/*
+ * Opens the file `path` and starts reading it (rp_cfg_init). Returns 0,
+ * or -1 with "PATH: why" in err. rp_cfg_close closes it.
+ */
+int rp_cfg_open(struct rp_cfg *p, const char *path, char *err, size_t errlen);
+void rp_cfg_close(struct rp_cfg *p);
+
 /* Reports one error at `line` (0: about the whole file); p->nerr grows. */
 void rp_cfg_error(struct rp_cfg *p, unsigned line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

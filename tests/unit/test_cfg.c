@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rp_cfg.h"
 
@@ -77,6 +78,26 @@ START_TEST(t_read_nul_from_file)
 	ck_assert_int_eq(rp_cfg_read_line(&p, buf, 15), RP_CFG_EOF);
 	ck_assert_uint_eq(p.line, 3);
 	fclose(f);
+}
+END_TEST
+
+START_TEST(t_open)
+{
+	struct rp_cfg p;
+	char err[256], buf[16], path[] = "/tmp/test_cfg.XXXXXX";
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "x = 1\n", 6), 6);
+	close(fd);
+	ck_assert_int_eq(rp_cfg_open(&p, path, err, sizeof(err)), 0);
+	ck_assert_str_eq(p.name, path);
+	ck_assert_int_eq(rp_cfg_read_line(&p, buf, 15), RP_CFG_LINE);
+	ck_assert_str_eq(buf, "x = 1");
+	rp_cfg_close(&p);
+	unlink(path);
+	ck_assert_int_eq(rp_cfg_open(&p, path, err, sizeof(err)), -1);
+	ck_assert_str_eq(strchr(err, ':'), ": No such file or directory");
 }
 END_TEST
 
@@ -269,6 +290,7 @@ cfg_suite(void)
 	tcase_add_test(tc, t_errors_listed);
 	tcase_add_test(tc, t_read_lines);
 	tcase_add_test(tc, t_read_nul_from_file);
+	tcase_add_test(tc, t_open);
 	tcase_add_test(tc, t_ini_parse);
 	tcase_add_test(tc, t_ini_longest_line);
 	tcase_add_test(tc, t_number);
