@@ -34,6 +34,19 @@
  * sessions continue until they end, expire or the novice ends them. Not
  * while the broker drains (SIGTERM): then every connection closes and the
  * tickets must survive into the next start.
+ *
+ * Durable before told: from "accepted" on, a state must be on the disk
+ * before anybody hears of it (a restarted broker must honour an accepted
+ * ticket and must not honour a used or revoked one). The store writes at
+ * once (every later read sees it) and syncs on its own thread, so the
+ * loop never waits for the disk; meanwhile the offer holds every message
+ * that follows the write (offer.update, ticket.connect, ticket.revoked,
+ * replies) in its outbox, and sends them in order when the store calls
+ * back. If the store fails instead, nothing held is sent: an open ticket
+ * is cancelled (reason store_failed, audited), both sides are told, held
+ * replies become errors, and new offers are refused while the store is
+ * failed. offered/prompting/declined/timed_out are written without waiting:
+ * a restart turns offered and prompting into timed_out anyway.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -87,6 +100,21 @@ struct offer {
 	int64_t prompt_deadline;
 	int64_t control_since; /* 0 = control not in use */
 	int unattended;        /* accepted without a prompt (nobody policy) */
+	/* Messages waiting for durable writes (see the top of the file). */
+	struct held *held, **held_tail;
+	int holds;    /* durable writes in flight + offer_hold()s */
+	int sync_err; /* a write failed since the outbox was last empty */
+};
+
+/* One message of an outbox. */
+enum held_kind { H_NOTIFY, H_REPLY, H_CONNECT };
+struct held {
+	struct held *next;
+	enum held_kind kind;
+	struct rp_conn *c; /* ref held (not for H_CONNECT) */
+	const char *method;
+	json_t *params; /* H_NOTIFY params, H_REPLY result */
+	json_t *id;     /* H_REPLY */
 };
 
 struct bk_offers {
@@ -100,6 +128,8 @@ struct bk_offers {
 };
 
 static void offer_final(struct offer *o);
+static void send_connect(struct offer *o);
+static void held_drop(struct offer *o);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -190,6 +220,7 @@ offer_unref(struct offer *o)
 		rp_conn_unref(o->prompt_conn);
 	if (o->ctl_conn != NULL)
 		rp_conn_unref(o->ctl_conn);
+	held_drop(o);
 	bk_ticket_free(o->t);
 	free(o->user);
 	free(o);
@@ -288,6 +319,175 @@ store_put(struct bk_ctx *ctx, const struct bk_ticket *t)
 	rc = bk_store_put(ctx->store, t);
 	if (rc != RP_OK)
 		log_warnx("ticket %s: store: %s", t->id, rp_err_name(rc));
+}
+
+/* ---- the outbox ------------------------------------------------------- */
+
+static void
+held_add(struct offer *o, enum held_kind kind, struct rp_conn *c,
+    const char *method, json_t *params, json_t *id)
+{
+	struct held *h = calloc(1, sizeof(*h));
+
+	if (h == NULL) {
+		/* Dropped, never sent early. */
+		log_warnx(
+		    "ticket %s: out of memory: a message is lost", o->t->id);
+		json_decref(params);
+		return;
+	}
+	h->kind = kind;
+	if ((h->c = c) != NULL)
+		rp_conn_ref(c);
+	h->method = method;
+	h->params = params;
+	h->id = id != NULL ? json_incref(id) : NULL;
+	if (o->held == NULL)
+		o->held_tail = &o->held;
+	*o->held_tail = h;
+	o->held_tail = &h->next;
+}
+
+static void
+held_free(struct held *h)
+{
+	if (h->c != NULL)
+		rp_conn_unref(h->c);
+	json_decref(h->params);
+	json_decref(h->id);
+	free(h);
+}
+
+static void
+held_drop(struct offer *o)
+{
+	struct held *h, *next;
+
+	for (h = o->held, o->held = NULL; h != NULL; h = next) {
+		next = h->next;
+		held_free(h);
+	}
+}
+
+/* Sends what was held, in order. */
+static void
+held_flush(struct offer *o)
+{
+	struct held *h;
+
+	while ((h = o->held) != NULL) {
+		o->held = h->next;
+		switch (h->kind) {
+		case H_NOTIFY:
+			(void)rp_conn_notify(h->c, h->method, h->params);
+			h->params = NULL;
+			break;
+		case H_REPLY:
+			(void)rp_conn_reply(h->c, h->id, h->params);
+			h->params = NULL;
+			break;
+		case H_CONNECT:
+			send_connect(o);
+			break;
+		}
+		held_free(h);
+	}
+}
+
+static void
+out_notify(
+    struct offer *o, struct rp_conn *c, const char *method, json_t *params)
+{
+	if (o->holds > 0)
+		held_add(o, H_NOTIFY, c, method, params, NULL);
+	else
+		(void)rp_conn_notify(c, method, params);
+}
+
+static void
+out_reply(struct offer *o, struct rp_conn *c, json_t *id, json_t *result)
+{
+	if (id == NULL) {
+		json_decref(result);
+		return;
+	}
+	if (o->holds > 0)
+		held_add(o, H_REPLY, c, NULL, result, id);
+	else
+		(void)rp_conn_reply(c, id, result);
+}
+
+static void
+out_connect(struct offer *o)
+{
+	if (o->holds > 0)
+		held_add(o, H_CONNECT, NULL, NULL, NULL, NULL);
+	else
+		send_connect(o);
+}
+
+static void store_failed(struct offer *o);
+
+/* Messages from here to offer_release() wait for durable writes made in
+ * between. */
+static void
+offer_hold(struct offer *o)
+{
+	o->holds++;
+	o->refs++;
+}
+
+static void
+offer_release(struct offer *o)
+{
+	if (--o->holds == 0) {
+		if (o->os->closing)
+			held_drop(o);
+		else if (o->sync_err != 0)
+			store_failed(o);
+		else
+			held_flush(o);
+	}
+	offer_unref(o);
+}
+
+static void
+stored_cb(int rc, void *arg)
+{
+	struct offer *o = arg;
+
+	if (rc != RP_OK) {
+		log_warnx("ticket %s: store: %s (state %s not durable)",
+		    o->t->id, rp_err_name(rc),
+		    bk_ticket_state_name(o->t->state));
+		o->sync_err = rc;
+	}
+	offer_release(o); /* the write's hold */
+}
+
+/* States nobody may hear of before they are durable. */
+static int
+needs_durable(enum bk_ticket_state st)
+{
+	return st != BK_TS_OFFERED && st != BK_TS_PROMPTING &&
+	    st != BK_TS_DECLINED && st != BK_TS_TIMED_OUT;
+}
+
+/* Writes the ticket; from "accepted" on, holds the outbox until the write
+ * is durable. */
+static void
+offer_store(struct offer *o)
+{
+	struct bk_ctx *ctx = o->os->ctx;
+
+	if (ctx->store == NULL)
+		return;
+	if (!needs_durable(o->t->state)) {
+		store_put(ctx, o->t);
+		return;
+	}
+	offer_hold(o);
+	bk_store_put_durable(ctx->store, o->t, stored_cb, o);
 }
 
 static int
@@ -449,7 +649,7 @@ tell_helper(
 		json_object_set_new(p, "user", json_string(user));
 	if (control != NULL)
 		json_object_set_new(p, "control", json_string(control));
-	(void)rp_conn_notify(o->helper, "offer.update", p);
+	out_notify(o, o->helper, "offer.update", p);
 }
 
 static void
@@ -459,7 +659,7 @@ tell_agent_revoked(struct offer *o, const char *reason)
 
 	if (ac == NULL)
 		return;
-	(void)rp_conn_notify(ac, "ticket.revoked",
+	out_notify(o, ac, "ticket.revoked",
 	    json_pack("{s:s, s:s}", "ticket", o->t->id, "reason", reason));
 }
 
@@ -473,16 +673,17 @@ static int
 offer_move(struct offer *o, enum bk_ticket_state to, const char *reason,
     const char *user)
 {
-	struct bk_ctx *ctx = o->os->ctx;
 	int rc;
 
 	rc = bk_ticket_transition(o->t, to, bk_now());
 	if (rc != RP_OK)
 		return rc;
-	store_put(ctx, o->t);
+	offer_hold(o);
+	offer_store(o);
 	tell_helper(o, reason, user, NULL);
 	if (!bk_ticket_is_open(o->t))
 		offer_final(o);
+	offer_release(o);
 	return RP_OK;
 }
 
@@ -572,6 +773,47 @@ session_cut(struct offer *o, const char *reason)
 	audit(o->os->ctx, BK_AE_SESSION_DISCONNECTED, f);
 }
 
+/*
+ * A durable write failed (fail closed): nothing that was held is sent,
+ * held replies become errors, an open ticket is cancelled and audited, and
+ * both sides hear of the state the ticket ends in. Never "accepted" or
+ * ticket.connect for a state the disk may not have.
+ */
+static void
+store_failed(struct offer *o)
+{
+	struct bk_ctx *ctx = o->os->ctx;
+	struct held *h, *next;
+	json_t *f;
+
+	o->sync_err = 0;
+	for (h = o->held, o->held = NULL; h != NULL; h = next) {
+		next = h->next;
+		if (h->kind == H_REPLY)
+			(void)rp_conn_error(h->c, h->id, RP_ERR_INTERNAL,
+			    "ticket store failed", NULL);
+		held_free(h);
+	}
+	o->refs++;
+	if (bk_ticket_is_open(o->t)) {
+		f = tfields(o->t);
+		json_object_set_new(
+		    f, "state", json_string(bk_ticket_state_name(o->t->state)));
+		json_object_set_new(f, "reason", json_string("store_failed"));
+		audit(ctx, BK_AE_OFFER_CANCELLED, f);
+		session_cut(o, "store_failed");
+		(void)bk_ticket_transition(o->t, BK_TS_CANCELLED, bk_now());
+		store_put(ctx, o->t); /* best effort: the store is failing */
+		tell_helper(o, "store_failed", NULL, NULL);
+		tell_agent_revoked(o, "store_failed");
+		offer_final(o);
+	} else {
+		tell_helper(o, "store_failed", NULL, NULL);
+		tell_agent_revoked(o, "store_failed");
+	}
+	offer_unref(o);
+}
+
 static void
 offer_expire(struct offer *o)
 {
@@ -582,16 +824,19 @@ offer_expire(struct offer *o)
 	    f, "state", json_string(bk_ticket_state_name(o->t->state)));
 	json_object_set_new(f, "expires_at", json_integer(o->t->expires_at));
 	audit(ctx, BK_AE_TICKET_EXPIRED, f);
+	offer_hold(o);
 	tell_agent_revoked(o, "expired");
 	session_cut(o, "expired");
 	if (o->t->state != BK_TS_EXPIRED) {
 		(void)offer_move(o, BK_TS_EXPIRED, "expired", NULL);
-		return;
+	} else {
+		/* Already moved (bk_ticket_use saw it due): store, tell,
+		 * finish. */
+		offer_store(o);
+		tell_helper(o, "expired", NULL, NULL);
+		offer_final(o);
 	}
-	/* Already moved (bk_ticket_use saw it due): store, tell, finish. */
-	store_put(ctx, o->t);
-	tell_helper(o, "expired", NULL, NULL);
-	offer_final(o);
+	offer_release(o);
 }
 
 /* ---- consent ---------------------------------------------------------- */
@@ -657,14 +902,18 @@ offer_accept(struct offer *o, const char *user, int unattended)
 	o->unattended = unattended;
 	if (bk_ticket_transition(o->t, BK_TS_ACCEPTED, bk_now()) != RP_OK)
 		return;
-	store_put(ctx, o->t);
+	/* The helper hears "accepted" and the agent gets the ticket only
+	 * once "accepted" is on the disk. */
+	offer_hold(o);
+	offer_store(o);
 	f = tfields(o->t);
 	json_object_set_new(f, "user", json_string(user));
 	json_object_set_new(f, "accepted_at", json_integer(o->t->accepted_at));
 	json_object_set_new(f, "unattended", json_boolean(unattended));
 	audit(ctx, BK_AE_SESSION_ACCEPTED, f);
 	tell_helper(o, unattended ? "nobody_logged_on" : NULL, user, NULL);
-	send_connect(o);
+	out_connect(o);
+	offer_release(o);
 }
 
 static const char *
@@ -897,6 +1146,11 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		    c, id, RP_ERR_BUSY, "broker is shutting down", NULL);
 		return;
 	}
+	if (ctx->store != NULL && !bk_store_ok(ctx->store)) {
+		rp_conn_error(c, id, RP_ERR_INTERNAL,
+		    "the ticket store cannot be written: no new offers", NULL);
+		return;
+	}
 	if (agent_conn(ctx, machine, &ag) == NULL) {
 		/* Not an audited event: counted here (bk_metrics.h). */
 		bk_metrics_count(ctx, BK_M_OFFER, "offline");
@@ -998,11 +1252,15 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		memset(psk, 0, strlen(psk));
 		free(psk);
 	}
-	rp_conn_reply(c, id, res);
-
-	o->refs++;
+	/* Accepted at once (nobody logged on): the reply that says so waits
+	 * for the disk with the rest. */
+	offer_hold(o);
+	if (strcmp(first, "accepted") == 0)
+		out_reply(o, c, id, res);
+	else
+		rp_conn_reply(c, id, res);
 	offer_consent(o, &d);
-	offer_unref(o);
+	offer_release(o);
 }
 
 /* ---- helper methods --------------------------------------------------- */
@@ -1059,10 +1317,11 @@ bk_h_offer_cancel(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	json_object_set_new(f, "reason", json_string("helper"));
 	audit(ctx, BK_AE_OFFER_CANCELLED, f);
 	session_cut(o, "cancelled");
-	if (id != NULL)
-		rp_conn_reply(c, id, json_pack("{s:s}", "state", "cancelled"));
+	offer_hold(o);
+	out_reply(o, c, id, json_pack("{s:s}", "state", "cancelled"));
 	tell_agent_revoked(o, "cancelled");
 	(void)offer_move(o, BK_TS_CANCELLED, "cancelled", NULL);
+	offer_release(o);
 	offer_unref(o);
 }
 
@@ -1085,12 +1344,14 @@ control_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 	if (code == 0 && ans != NULL && strcmp(ans, "accept") == 0) {
 		o->t->control_granted = 1;
 		o->control_since = bk_now();
-		store_put(ctx, o->t);
+		offer_hold(o);
+		offer_store(o);
 		f = tfields(o->t);
 		json_object_set_new(f, "user", json_string(answer_user(res)));
 		json_object_set_new(f, "start", json_integer(o->control_since));
 		audit(ctx, BK_AE_CONTROL_ACCEPTED, f);
 		tell_helper(o, NULL, answer_user(res), "granted");
+		offer_release(o);
 	} else {
 		why = code == RP_ERR_TIMEOUT ? "timeout"
 		    : code == RP_ERR_CLOSED  ? "agent_offline"
@@ -1265,9 +1526,10 @@ bk_h_ticket_expire(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	    f, "state", json_string(bk_ticket_state_name(o->t->state)));
 	audit(ctx, BK_AE_TICKET_REVOKED, f);
 	session_cut(o, "revoked");
-	if (id != NULL)
-		rp_conn_reply(c, id, json_pack("{s:s}", "state", "revoked"));
+	offer_hold(o);
+	out_reply(o, c, id, json_pack("{s:s}", "state", "revoked"));
 	(void)offer_move(o, BK_TS_REVOKED, "revoked", user);
+	offer_release(o);
 	offer_unref(o);
 }
 
@@ -1320,10 +1582,10 @@ ev_connected(struct rp_conn *c, json_t *id, json_t *params, struct offer *o)
 		if (was_open && o->t->state == BK_TS_EXPIRED)
 			offer_expire(o); /* bk_ticket_use found it due */
 		else
-			store_put(ctx, o->t);
+			offer_store(o);
 		return;
 	}
-	store_put(ctx, o->t);
+	offer_store(o); /* used: durable before the agent hears "ok" */
 	user = json_string_value(json_object_get(params, "user"));
 	if (!good_text(user, OFFER_USER_MAX))
 		user = o->user ? o->user : "(unknown)";
@@ -1355,8 +1617,7 @@ ev_connected(struct rp_conn *c, json_t *id, json_t *params, struct offer *o)
 	json_object_set_new(f, "agent_host",
 	    json_string(rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : ""));
 	audit(ctx, BK_AE_SESSION_CONNECTED, f);
-	if (id != NULL)
-		rp_conn_reply(c, id, json_object());
+	out_reply(o, c, id, json_object());
 	tell_helper(o, NULL, user, NULL);
 }
 
@@ -1416,6 +1677,7 @@ bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	if (!good_text(user, OFFER_USER_MAX))
 		user = NULL;
 	o->refs++;
+	offer_hold(o);
 	if (strcmp(ev, "connected") == 0) {
 		ev_connected(c, id, params, o);
 	} else if (strcmp(ev, "disconnected") == 0) {
@@ -1432,8 +1694,7 @@ bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 			    json_object_get(params, "session_seconds"));
 		json_object_set_new(f, "reason", json_string("disconnected"));
 		audit(ctx, BK_AE_SESSION_DISCONNECTED, f);
-		if (id != NULL)
-			rp_conn_reply(c, id, json_object());
+		out_reply(o, c, id, json_object());
 		(void)offer_move(o, BK_TS_ENDED, "disconnected", user);
 	} else if (strcmp(ev, "control_started") == 0) {
 		/* The agent confirms it lets input through: control must
@@ -1449,15 +1710,15 @@ bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 			rp_conn_reply(c, id, json_object());
 	} else if (strcmp(ev, "control_ended") == 0) {
 		control_end(o, user);
-		store_put(ctx, o->t);
-		if (id != NULL)
-			rp_conn_reply(c, id, json_object());
+		offer_store(o);
+		out_reply(o, c, id, json_object());
 		tell_helper(o, "user", user, "ended");
 	} else if (strcmp(ev, "file_transfer") == 0) {
 		ev_file(c, id, params, o);
 	} else
 		reply_err(c, id, RP_ERR_INVALID_PARAMS, "unknown event");
 out:
+	offer_release(o);
 	offer_unref(o);
 }
 
@@ -1523,6 +1784,10 @@ bk_offers_free(struct bk_offers *os)
 	os->closing = 1;
 	if (os->sweep != NULL)
 		event_free(os->sweep);
+	/* Durable writes still in flight call back now (and, closing, only
+	 * drop their references): none may outlive the offers. */
+	if (os->ctx->store != NULL)
+		bk_store_flush(os->ctx->store);
 	while ((o = os->head) != NULL) {
 		offer_unlink(o);
 		if (o->prompt_conn != NULL)
@@ -1646,7 +1911,7 @@ bk_offers_agent_back(struct bk_ctx *ctx, struct bk_agent *ag)
 	for (o = ctx->offers->head; o != NULL; o = o->next)
 		if (o->t->state == BK_TS_ACCEPTED &&
 		    strcasecmp(o->t->machine, ag->fqdn) == 0)
-			send_connect(o);
+			out_connect(o);
 }
 
 void
@@ -1672,9 +1937,11 @@ bk_offers_helper_gone(struct bk_ctx *ctx, struct bk_peer *p)
 				json_object_set_new(
 				    f, "reason", json_string("helper_gone"));
 				audit(ctx, BK_AE_OFFER_CANCELLED, f);
+				offer_hold(o);
 				tell_agent_revoked(o, "cancelled");
 				(void)offer_move(
 				    o, BK_TS_CANCELLED, "helper_gone", NULL);
+				offer_release(o);
 			}
 		}
 		next = o->next;

@@ -9,6 +9,19 @@
  * unknown id), RP_ERR_NOMEM or RP_ERR_IO (storage failure; the message has
  * been logged). The store is used from the event loop thread only.
  *
+ * Durability: put() is visible at once to every later call (and to another
+ * connection to the same file) but need not have reached the disk. A state
+ * that somebody is about to be told of (accepted, connected, ...) goes
+ * through bk_store_put_durable(): the write happens at once, and the
+ * callback runs later, on the event loop, once the write is durable (or
+ * with the error that kept it from being so). The loop never waits for the
+ * disk: a backend syncs on its own thread, one sync for every write queued
+ * while the previous sync ran (group commit). Callbacks run in the order of
+ * the calls, each exactly once: bk_store_flush() and bk_store_close() wait
+ * for the ones still pending and run them before returning. After a failed
+ * sync the store stays failed (bk_store_ok() is 0; a second fsync cannot be
+ * trusted after a first one failed) and every later durable write fails.
+ *
  * Iteration callbacks receive a ticket that is valid during the call only;
  * they may call the store (the backend has finished reading before it calls
  * back). Returning non-zero from a callback stops the iteration, and the
@@ -28,7 +41,13 @@
 struct bk_ticket;
 struct bk_store;
 
+struct event_base;
+struct bk_store_done;
+struct bk_store_wait;
+
 typedef int (*bk_store_cb)(const struct bk_ticket *, void *);
+/* rc: RP_OK (durable) or an enum rp_err (not durable: do not tell). */
+typedef void (*bk_store_done_fn)(int rc, void *arg);
 
 struct bk_store_ops {
 	const char *name;
@@ -52,11 +71,17 @@ struct bk_store_ops {
 	/* Deletes final-state tickets whose ended_at < before; *n = how many
 	 * (may be NULL). Keeps the store from growing forever. */
 	int (*purge_closed)(struct bk_store *, int64_t before, size_t *n);
+	/* Barrier: calls bk_store_complete(s, w, rc) once, from any thread,
+	 * when every write made before this call is durable. Never waits. */
+	void (*sync)(struct bk_store *, struct bk_store_wait *w);
+	/* 0 after a storage failure that makes later durability doubtful. */
+	int (*ok)(struct bk_store *);
 };
 
 struct bk_store {
 	const struct bk_store_ops *ops;
-	void *priv; /* backend state */
+	void *priv;                 /* backend state */
+	struct bk_store_done *done; /* completions for the loop (front) */
 };
 
 extern const struct bk_store_ops bk_store_sqlite_ops;
@@ -82,5 +107,34 @@ int bk_store_expire_before(
 int bk_store_purge_closed(struct bk_store *s, int64_t before, size_t *n);
 /* Number of open tickets (metrics: tickets open). */
 int bk_store_count_open(struct bk_store *s, size_t *n);
+
+/*
+ * The loop durable-write callbacks run on. Until one is set (tests, -n),
+ * callbacks wait for bk_store_flush() or bk_store_close().
+ */
+int bk_store_set_loop(struct bk_store *s, struct event_base *base);
+/*
+ * put(), then fn(rc, arg) on the loop once the record is durable. fn runs
+ * exactly once, never before this returns, also when the write itself
+ * fails (then with its error). (Out of memory for the wait: fatalx.)
+ */
+void bk_store_put_durable(struct bk_store *s, const struct bk_ticket *t,
+    bk_store_done_fn fn, void *arg);
+/* fn(rc, arg) on the loop once every write made so far is durable. */
+void bk_store_sync(struct bk_store *s, bk_store_done_fn fn, void *arg);
+/* Waits for every pending durable write and runs its callback (shutdown;
+ * blocks on the disk). */
+void bk_store_flush(struct bk_store *s);
+/* 1 while the store can promise durability; 0 after a failed sync. */
+int bk_store_ok(struct bk_store *s);
+/* Durable writes queued or completed whose callback has not run yet. */
+size_t bk_store_pending(struct bk_store *s);
+
+/* For backends: w's callback is to run with rc (any thread, once). */
+void bk_store_complete(struct bk_store *s, struct bk_store_wait *w, int rc);
+
+/* Tests only: the next sync of a sqlite store fails with errno err (as an
+ * fsync that returned EIO would). */
+void bk_store_sqlite_fail_next_sync(struct bk_store *s, int err);
 
 #endif

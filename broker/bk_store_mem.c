@@ -1,13 +1,28 @@
 /*
  * bk_store_mem.c - the in-memory ticket store (unit tests, -n dry runs),
  * and the backend-independent front of bk_store.h: the table of backends,
- * bk_store_open and the one-line wrappers callers use.
+ * bk_store_open, the one-line wrappers callers use, and the queue that
+ * brings durable-write completions back to the event loop.
+ *
+ * Completions: a backend finishes a sync on its own thread and hands each
+ * waiter to bk_store_complete(); the waiters queue here in order and one
+ * byte in a pipe wakes the loop, which runs every queued callback in one
+ * go. A pipe rather than event_active() from the other thread: the broker
+ * does not use libevent's thread support (no evthread_use_pthreads()).
  *
  * The memory backend is a plain array scanned linearly: it exists to test
- * callers without a file, not to be fast.
+ * callers without a file, not to be fast. Its writes are durable as soon
+ * as they are made, but their callbacks still go through the queue so that
+ * callers see the same order as with sqlite.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 
 #include "bk_store.h"
 #include "bk_ticket.h"
@@ -30,6 +45,199 @@ bk_store_backend(const char *name)
 	return NULL;
 }
 
+struct bk_store_wait {
+	struct bk_store_wait *next;
+	bk_store_done_fn fn;
+	void *arg;
+	int rc;
+};
+
+struct bk_store_done {
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* signalled when a completion is queued */
+	/* Completed waiters whose callback has not run (under mu). */
+	struct bk_store_wait *head, **tail;
+	size_t queued;
+	int signalled; /* a byte is in the pipe (under mu) */
+	/* Waiters issued whose callback has not run (loop thread only). */
+	size_t outstanding;
+	int fds[2]; /* the backend's thread wakes the loop */
+	struct event *ev;
+};
+
+static struct bk_store_done *
+done_new(void)
+{
+	struct bk_store_done *d = calloc(1, sizeof(*d));
+
+	if (d == NULL)
+		return NULL;
+	if (pipe2(d->fds, O_NONBLOCK | O_CLOEXEC) == -1) {
+		free(d);
+		return NULL;
+	}
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	d->tail = &d->head;
+	return d;
+}
+
+static void
+done_free(struct bk_store_done *d)
+{
+	if (d == NULL)
+		return;
+	if (d->ev != NULL)
+		event_free(d->ev);
+	close(d->fds[0]);
+	close(d->fds[1]);
+	pthread_cond_destroy(&d->cv);
+	pthread_mutex_destroy(&d->mu);
+	free(d);
+}
+
+void
+bk_store_complete(struct bk_store *s, struct bk_store_wait *w, int rc)
+{
+	struct bk_store_done *d = s->done;
+	ssize_t n;
+
+	pthread_mutex_lock(&d->mu);
+	w->rc = rc;
+	w->next = NULL;
+	*d->tail = w;
+	d->tail = &w->next;
+	d->queued++;
+	if (!d->signalled) {
+		d->signalled = 1;
+		do
+			n = write(d->fds[1], "", 1);
+		while (n == -1 && errno == EINTR);
+	}
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Runs every queued callback, in order (loop thread). */
+static void
+done_run(struct bk_store_done *d)
+{
+	struct bk_store_wait *w, *next;
+	char buf[64];
+
+	pthread_mutex_lock(&d->mu);
+	w = d->head;
+	d->head = NULL;
+	d->tail = &d->head;
+	d->queued = 0;
+	d->signalled = 0;
+	while (read(d->fds[0], buf, sizeof(buf)) > 0)
+		;
+	pthread_mutex_unlock(&d->mu);
+	for (; w != NULL; w = next) {
+		next = w->next;
+		d->outstanding--;
+		w->fn(w->rc, w->arg);
+		free(w);
+	}
+}
+
+static void
+done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	done_run(arg);
+}
+
+int
+bk_store_set_loop(struct bk_store *s, struct event_base *base)
+{
+	struct bk_store_done *d = s->done;
+
+	if (d->ev != NULL)
+		event_free(d->ev);
+	d->ev = event_new(base, d->fds[0], EV_READ | EV_PERSIST, done_cb, d);
+	if (d->ev == NULL || event_add(d->ev, NULL) == -1)
+		return RP_ERR_NOMEM;
+	return RP_OK;
+}
+
+/*
+ * Without the few bytes of a wait there is no way to keep the promise
+ * (the callback later, exactly once, never before the call returns), and a
+ * caller told nothing is the one safe outcome: the daemon stops and the
+ * next start restores the tickets from the file.
+ */
+static struct bk_store_wait *
+wait_new(bk_store_done_fn fn, void *arg)
+{
+	struct bk_store_wait *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		fatalx("ticket store: out of memory for a durable write");
+	w->fn = fn;
+	w->arg = arg;
+	return w;
+}
+
+void
+bk_store_sync(struct bk_store *s, bk_store_done_fn fn, void *arg)
+{
+	struct bk_store_wait *w = wait_new(fn, arg);
+
+	s->done->outstanding++;
+	if (!bk_store_ok(s))
+		bk_store_complete(s, w, RP_ERR_IO);
+	else
+		s->ops->sync(s, w);
+}
+
+void
+bk_store_put_durable(struct bk_store *s, const struct bk_ticket *t,
+    bk_store_done_fn fn, void *arg)
+{
+	struct bk_store_wait *w = wait_new(fn, arg);
+	int rc;
+
+	s->done->outstanding++;
+	if (!bk_store_ok(s))
+		bk_store_complete(s, w, RP_ERR_IO);
+	else if ((rc = s->ops->put(s, t)) != RP_OK)
+		bk_store_complete(s, w, rc);
+	else
+		s->ops->sync(s, w);
+}
+
+void
+bk_store_flush(struct bk_store *s)
+{
+	struct bk_store_done *d;
+
+	if (s == NULL)
+		return;
+	d = s->done;
+	while (d->outstanding > 0) {
+		pthread_mutex_lock(&d->mu);
+		while (d->queued == 0)
+			pthread_cond_wait(&d->cv, &d->mu);
+		pthread_mutex_unlock(&d->mu);
+		done_run(d);
+	}
+}
+
+int
+bk_store_ok(struct bk_store *s)
+{
+	return s->ops->ok == NULL || s->ops->ok(s);
+}
+
+size_t
+bk_store_pending(struct bk_store *s)
+{
+	return s->done->outstanding;
+}
+
 struct bk_store *
 bk_store_open(const char *backend, const char *path, char *err, size_t errlen)
 {
@@ -48,7 +256,13 @@ bk_store_open(const char *backend, const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	s->ops = ops;
+	if ((s->done = done_new()) == NULL) {
+		snprintf(err, errlen, "ticket store: %s", strerror(errno));
+		free(s);
+		return NULL;
+	}
 	if (ops->open(s, path, err, errlen) != RP_OK) {
+		done_free(s->done);
 		free(s);
 		return NULL;
 	}
@@ -60,7 +274,9 @@ bk_store_close(struct bk_store *s)
 {
 	if (s == NULL)
 		return;
+	bk_store_flush(s); /* every callback runs, once, before we go */
 	s->ops->close(s);
+	done_free(s->done);
 	free(s);
 }
 
@@ -296,6 +512,12 @@ mem_expire_before(struct bk_store *s, int64_t now, bk_store_cb fn, void *arg)
 	return mem_iterate(s, now, now, fn, arg);
 }
 
+static void
+mem_sync(struct bk_store *s, struct bk_store_wait *w)
+{
+	bk_store_complete(s, w, RP_OK);
+}
+
 static int
 mem_purge_closed(struct bk_store *s, int64_t before, size_t *n)
 {
@@ -323,4 +545,5 @@ const struct bk_store_ops bk_store_mem_ops = {
     .list_open = mem_list_open,
     .expire_before = mem_expire_before,
     .purge_closed = mem_purge_closed,
+    .sync = mem_sync,
 };

@@ -1,18 +1,36 @@
 /*
  * bk_store_sqlite.c - the default ticket store: one SQLite file in WAL mode.
  *
- * Durability, per state. In WAL mode synchronous=FULL costs one fsync of
- * the WAL per commit; NORMAL skips it and could, after a power cut (not a
- * mere crash of the daemon), lose the last commits. For a ticket that
- * matters once it can be used: losing "connected" would make a used ticket
- * usable again and losing "revoked" would resurrect a ticket the novice
- * expired. So every state from "accepted" on is committed with FULL, while
- * "offered" and "prompting" (nobody has consented yet; a restarted broker
- * times prompting tickets out anyway) are committed with NORMAL: the offer
- * path reaches the user's prompt without waiting for the disk. A FULL
- * commit also makes every earlier NORMAL one durable (same WAL file).
- * "path?sync=full" forces FULL for every commit, "path?sync=normal" NORMAL
- * (benchmarks only).
+ * Durability without the loop waiting for the disk. Every write is
+ * committed on the event loop with synchronous=NORMAL: the commit is
+ * appended to the WAL with write(2) and is visible at once to this and any
+ * other connection (read-your-writes), but not yet on the disk. A ticket
+ * that matters once it can be used -- losing "accepted" would lose a
+ * consent, losing "connected" would make a used ticket usable again,
+ * losing "revoked" would resurrect a ticket the novice expired -- goes
+ * through bk_store_put_durable(): after the commit, its waiter is queued
+ * for the sync thread, which fdatasync()s the WAL file and completes every
+ * waiter queued before that sync began (group commit, as the audit trail's
+ * sync thread does). A sync of the WAL covers every commit appended before
+ * it, which is what synchronous=FULL would have done inside each commit,
+ * one fsync per commit, on the loop.
+ *
+ * The WAL is synced through a descriptor of our own on the "-wal" file.
+ * That file is the same inode for as long as a connection is open (SQLite
+ * removes it only when the last connection closes; a checkpoint rewinds it
+ * in place), and the directory entry is synced once at open. Checkpoints,
+ * which sync both files, run on the sync thread too, on a connection of
+ * its own (PASSIVE: they never block the loop's writer); the loop's
+ * connection has no automatic checkpoint.
+ *
+ * A failed sync is final: the pages it could not write may be gone from
+ * the page cache, and a second fdatasync would then report success for
+ * data that was lost. The store refuses durable writes from then on
+ * (bk_store_ok() is 0) until the broker is restarted.
+ *
+ * "path?sync=full" commits with FULL on the loop as well (the behaviour
+ * before the sync thread; comparison benchmarks), "path?sync=normal" never
+ * syncs at all (benchmarks only).
  *
  * Secrets: the file holds ticket secrets (an accepted ticket must still be
  * usable after a restart), so it is created 0600 and a file that group or
@@ -24,6 +42,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +59,9 @@
 
 #define SCHEMA_VERSION 1
 #define BUSY_TIMEOUT_MS 5000
+/* The sync thread checkpoints once the WAL holds this many pages (SQLite's
+ * own automatic checkpoint uses the same figure). */
+#define CHECKPOINT_PAGES 1000
 
 enum {
 	ST_PUT,
@@ -95,32 +119,25 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS tickets_open ON tickets (open, expires_at);";
 
 struct sq {
-	sqlite3 *db;
+	struct bk_store *s;
+	sqlite3 *db; /* the loop's connection */
 	sqlite3_stmt *st[ST_COUNT];
 	char path[1024];
-	int fixed; /* "?sync=" given: never switch */
-	int full;  /* current synchronous level is FULL */
+	int nosync; /* "?sync=normal": never sync (benchmarks) */
+	int walfd;  /* the "-wal" file, synced by the thread */
+	/* The sync thread and its own connection (checkpoints only). */
+	sqlite3 *ckdb;
+	pthread_t thr;
+	int thr_running;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct bk_store_wait **wq; /* waiters for the next sync (under mu) */
+	size_t nwq, capwq;
+	int stop;             /* under mu */
+	atomic_int failed;    /* errno of the sync that failed, or 0 */
+	atomic_int fault;     /* tests: errno for the next sync */
+	atomic_int wal_pages; /* pages in the WAL after the last commit */
 };
-
-/* Switches the connection's synchronous level when it differs. */
-static int
-sq_sync_level(struct sq *q, int full)
-{
-	char *msg = NULL;
-
-	if (q->fixed || q->full == full)
-		return 0;
-	if (sqlite3_exec(q->db,
-	        full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-	        NULL, NULL, &msg) != SQLITE_OK) {
-		log_warnx("ticket store %s: synchronous: %s", q->path,
-		    msg ? msg : sqlite3_errmsg(q->db));
-		sqlite3_free(msg);
-		return -1;
-	}
-	q->full = full;
-	return 0;
-}
 
 static int
 sq_fail(struct sq *q, const char *what)
@@ -208,25 +225,234 @@ fail:
 	return -1;
 }
 
+/* ---- the sync thread ------------------------------------------------- */
+
+/* fdatasync of the WAL; errno or 0. */
+static int
+wal_sync(struct sq *q)
+{
+	int e = atomic_exchange(&q->fault, 0);
+
+	if (e != 0 || q->nosync)
+		return e;
+	if (fdatasync(q->walfd) == -1 && errno != EINVAL)
+		return errno;
+	return 0;
+}
+
+static void
+checkpoint(struct sq *q)
+{
+	int rc;
+
+	/* The next commit reports the WAL's size again. */
+	if (atomic_exchange(&q->wal_pages, 0) < CHECKPOINT_PAGES ||
+	    atomic_load(&q->failed) != 0)
+		return;
+	rc = sqlite3_wal_checkpoint_v2(
+	    q->ckdb, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+		log_warnx("ticket store %s: checkpoint: %s", q->path,
+		    sqlite3_errmsg(q->ckdb));
+}
+
+static void *
+sync_main(void *arg)
+{
+	struct sq *q = arg;
+	struct bk_store_wait **v = NULL;
+	size_t n, cap = 0;
+	int e;
+
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		while (q->nwq == 0 && !q->stop &&
+		    atomic_load(&q->wal_pages) < CHECKPOINT_PAGES)
+			pthread_cond_wait(&q->cv, &q->mu);
+		if (q->nwq == 0 && q->stop)
+			break;
+		/* Take every waiter queued so far: their commits were all
+		 * appended to the WAL before they were queued, so the one
+		 * sync below covers them all. */
+		n = q->nwq;
+		if (n > 0) {
+			struct bk_store_wait **t = q->wq;
+			size_t tcap = q->capwq;
+
+			q->wq = v; /* the loop queues into the other array */
+			q->capwq = cap;
+			q->nwq = 0;
+			v = t;
+			cap = tcap;
+		}
+		pthread_mutex_unlock(&q->mu);
+		if (n > 0) {
+			e = atomic_load(&q->failed);
+			if (e == 0 && (e = wal_sync(q)) != 0) {
+				log_warnx("ticket store %s: fdatasync: %s; "
+				          "durable writes refused from now on",
+				    q->path, strerror(e));
+				atomic_store(&q->failed, e);
+			}
+			for (size_t i = 0; i < n; i++)
+				bk_store_complete(
+				    q->s, v[i], e == 0 ? RP_OK : RP_ERR_IO);
+		}
+		checkpoint(q);
+		pthread_mutex_lock(&q->mu);
+	}
+	pthread_mutex_unlock(&q->mu);
+	free(v);
+	return NULL;
+}
+
+/*
+ * Started by the first sync (or the first WAL big enough to checkpoint),
+ * not at open: rabrokerd opens the store before it forks into the
+ * background, and a thread does not survive fork. Loop thread.
+ */
+static int
+thread_start(struct sq *q)
+{
+	if (q->thr_running)
+		return 0;
+	if (pthread_create(&q->thr, NULL, sync_main, q) != 0) {
+		log_warnx(
+		    "ticket store %s: cannot start the sync thread", q->path);
+		return -1;
+	}
+	q->thr_running = 1;
+	return 0;
+}
+
+/* Called by SQLite after each commit on the loop's connection. */
+static int
+wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct sq *q = arg;
+
+	(void)db;
+	(void)name;
+	atomic_store(&q->wal_pages, pages);
+	if (pages >= CHECKPOINT_PAGES && thread_start(q) == 0) {
+		pthread_mutex_lock(&q->mu);
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+	return SQLITE_OK;
+}
+
+static void
+sq_sync(struct bk_store *s, struct bk_store_wait *w)
+{
+	struct sq *q = s->priv;
+
+	if (thread_start(q) == -1) {
+		bk_store_complete(s, w, RP_ERR_IO);
+		return;
+	}
+	pthread_mutex_lock(&q->mu);
+	if (q->nwq == q->capwq) {
+		size_t cap = q->capwq ? 2 * q->capwq : 64;
+		struct bk_store_wait **v = reallocarray(q->wq, cap, sizeof(*v));
+
+		if (v == NULL) {
+			pthread_mutex_unlock(&q->mu);
+			bk_store_complete(s, w, RP_ERR_NOMEM);
+			return;
+		}
+		q->wq = v;
+		q->capwq = cap;
+	}
+	q->wq[q->nwq++] = w;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static int
+sq_ok(struct bk_store *s)
+{
+	struct sq *q = s->priv;
+
+	return atomic_load(&q->failed) == 0;
+}
+
+void
+bk_store_sqlite_fail_next_sync(struct bk_store *s, int err)
+{
+	struct sq *q = s->priv;
+
+	if (s->ops == &bk_store_sqlite_ops)
+		atomic_store(&q->fault, err);
+}
+
+/* Stops the thread after it has synced and completed every waiter. */
+static void
+sync_stop(struct sq *q)
+{
+	if (!q->thr_running)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->stop = 1;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+	pthread_join(q->thr, NULL);
+	q->thr_running = 0;
+}
+
+/* Opens the "-wal" file for the thread's syncs and makes its name durable
+ * (SQLite syncs the directory on the first sync of a new WAL; we sync the
+ * file ourselves, so the directory too). */
+static int
+wal_open(struct sq *q, char *err, size_t errlen)
+{
+	char wal[sizeof(q->path) + 8], dir[sizeof(q->path)];
+	int dfd;
+
+	snprintf(wal, sizeof(wal), "%s-wal", q->path);
+	q->walfd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (q->walfd == -1) {
+		snprintf(err, errlen, "%s: %s", wal, strerror(errno));
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s", q->path);
+	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd != -1) {
+		if (!q->nosync)
+			(void)fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
 static void
 sq_free(struct sq *q)
 {
+	sync_stop(q);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(q->st[i]);
+	if (q->ckdb != NULL)
+		sqlite3_close(q->ckdb);
 	if (q->db != NULL)
 		sqlite3_close(q->db);
+	if (q->walfd != -1)
+		close(q->walfd);
+	free(q->wq);
+	pthread_cond_destroy(&q->cv);
+	pthread_mutex_destroy(&q->mu);
 	free(q);
 }
 
 static int
 sq_open(struct bk_store *s, const char *spec, char *err, size_t errlen)
 {
-	const char *sync = "FULL";
+	const char *sync = "NORMAL";
 	struct sq *q;
 	char pragmas[256];
 	char *msg = NULL;
 	const char *qm;
 	size_t n;
+	int e;
 
 	if (spec == NULL || *spec == '\0') {
 		snprintf(err, errlen, "ticket store: no file name");
@@ -236,6 +462,10 @@ sq_open(struct bk_store *s, const char *spec, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return RP_ERR_NOMEM;
 	}
+	q->s = s;
+	q->walfd = -1;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
 	n = (qm = strchr(spec, '?')) ? (size_t)(qm - spec) : strlen(spec);
 	if (n >= sizeof(q->path)) {
 		snprintf(err, errlen, "ticket store: file name too long");
@@ -244,22 +474,21 @@ sq_open(struct bk_store *s, const char *spec, char *err, size_t errlen)
 	}
 	memcpy(q->path, spec, n);
 	q->path[n] = '\0';
-	q->full = 1;
 	if (qm != NULL) {
-		q->fixed = 1;
 		if (strcmp(qm, "?sync=normal") == 0) {
-			sync = "NORMAL";
-			q->full = 0;
-		} else if (strcmp(qm, "?sync=full") != 0) {
+			q->nosync = 1;
+		} else if (strcmp(qm, "?sync=full") == 0) {
+			sync = "FULL";
+		} else {
 			snprintf(err, errlen,
 			    "%s: unknown option \"%.32s\" (sync=full|normal)",
 			    q->path, qm + 1);
-			free(q);
+			sq_free(q);
 			return RP_ERR_CONFIG;
 		}
 	}
 	if (check_file(q->path, err, errlen) == -1) {
-		free(q);
+		sq_free(q);
 		return RP_ERR_CONFIG;
 	}
 	if (sqlite3_open_v2(q->path, &q->db,
@@ -297,6 +526,31 @@ sq_open(struct bk_store *s, const char *spec, char *err, size_t errlen)
 			return RP_ERR_IO;
 		}
 	}
+	/* The schema commit created the WAL: make what is there durable, as
+	 * a FULL commit would have, then hand syncs and checkpoints to the
+	 * thread (the hook replaces the automatic checkpoint). */
+	if (wal_open(q, err, errlen) == -1) {
+		sq_free(q);
+		return RP_ERR_IO;
+	}
+	if ((e = wal_sync(q)) != 0) {
+		snprintf(
+		    err, errlen, "%s-wal: fdatasync: %s", q->path, strerror(e));
+		sq_free(q);
+		return RP_ERR_IO;
+	}
+	if (sqlite3_open_v2(q->path, &q->ckdb,
+	        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+	        NULL) != SQLITE_OK ||
+	    sqlite3_exec(q->ckdb, "PRAGMA synchronous=NORMAL", NULL, NULL,
+	        NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", q->path,
+		    q->ckdb ? sqlite3_errmsg(q->ckdb) : "out of memory");
+		sq_free(q);
+		return RP_ERR_IO;
+	}
+	sqlite3_busy_timeout(q->ckdb, BUSY_TIMEOUT_MS);
+	sqlite3_wal_hook(q->db, wal_hook, q);
 	s->priv = q;
 	return RP_OK;
 }
@@ -334,12 +588,6 @@ sq_put(struct bk_store *s, const struct bk_ticket *t)
 	json_decref(a);
 	if (addrs == NULL)
 		return RP_ERR_NOMEM;
-	if (sq_sync_level(
-	        q, t->state != BK_TS_OFFERED && t->state != BK_TS_PROMPTING) ==
-	    -1) {
-		free(addrs);
-		return RP_ERR_IO;
-	}
 	sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, t->secret, sizeof(t->secret), SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, t->helper ? t->helper : "", -1, SQLITE_STATIC);
@@ -562,6 +810,19 @@ sq_expire_before(struct bk_store *s, int64_t now, bk_store_cb fn, void *arg)
 		tvec_free(&tv);
 		return rc;
 	}
+	/* Stored means durable here: the callbacks tell people. This call
+	 * is not on the offer path (bk_offer expires offer by offer), so it
+	 * syncs in place rather than through the thread. */
+	if (tv.n > 0 && (rc = atomic_load(&q->failed)) == 0 &&
+	    (rc = wal_sync(q)) != 0) {
+		log_warnx(
+		    "ticket store %s: fdatasync: %s", q->path, strerror(rc));
+		atomic_store(&q->failed, rc);
+	}
+	if (rc != 0) {
+		tvec_free(&tv);
+		return RP_ERR_IO;
+	}
 	for (i = 0; i < tv.n && rc == 0; i++)
 		rc = fn(tv.v[i], arg);
 	tvec_free(&tv);
@@ -595,4 +856,6 @@ const struct bk_store_ops bk_store_sqlite_ops = {
     .list_open = sq_list_open,
     .expire_before = sq_expire_before,
     .purge_closed = sq_purge_closed,
+    .sync = sq_sync,
+    .ok = sq_ok,
 };

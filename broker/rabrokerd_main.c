@@ -317,6 +317,11 @@ main(int argc, char **argv)
 			fprintf(stderr, "rabrokerd: ticket store: %s\n", err);
 		goto out;
 	}
+	/* Durable writes complete on the loop (bk_store.h). */
+	if (bk_store_set_loop(ctx->store, ctx->base) != 0) {
+		log_errx("ticket store: cannot watch its sync thread");
+		goto out;
+	}
 	if ((ctx->agents = bk_agents_new()) == NULL ||
 	    (ctx->authrl = bk_ratelimit_new()) == NULL) {
 		log_errx("out of memory");

@@ -14,6 +14,7 @@
  */
 #include <check.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1096,6 +1097,65 @@ START_TEST(t_audit_unavailable)
 }
 END_TEST
 
+/*
+ * The ticket store cannot write "accepted" (another process holds the
+ * file's write lock until the broker's busy timeout runs out): the helper
+ * is never told "accepted", the agent never gets ticket.connect; the
+ * ticket is cancelled (store_failed), both sides are told, it is audited.
+ * With the lock gone, offers work again.
+ */
+START_TEST(t_store_failure)
+{
+	struct tl_client *a, *h;
+	json_t *res = NULL, *p, *id = NULL;
+	char tid[33];
+	sqlite3 *db;
+
+	broker_with(policy_main, NULL);
+	a = agent("ws-042", WS42, "CORP\\bob");
+	h = helper("alice");
+	ck_assert_int_eq(offer(h, WS42, "view", &res), 0);
+	snprintf(tid, sizeof(tid), "%s", jstr(res, "ticket"));
+	json_decref(res);
+	update_drop(h, tid, "prompting");
+	p = tl_client_wait_request(a, "novice.prompt", T_WAIT, &id);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_nonnull(id);
+	json_decref(p);
+
+	/* The user accepts while the store cannot be written. */
+	ck_assert_int_eq(sqlite3_open(br.store, &db), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(tl_client_reply(a, id, accept_ans()), 0);
+	json_decref(id);
+	p = tl_client_wait_request(h, "offer.update", 3 * T_WAIT, NULL);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_msg(strcmp(jstr(p, "state"), "cancelled") == 0,
+	    "offer.update %s (reason %s), expected cancelled", jstr(p, "state"),
+	    jstr(p, "reason"));
+	ck_assert_str_eq(jstr(p, "reason"), "store_failed");
+	json_decref(p);
+	p = tl_client_wait_request(a, "ticket.revoked", T_WAIT, NULL);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_str_eq(jstr(p, "reason"), "store_failed");
+	json_decref(p);
+	ck_assert_ptr_null(
+	    tl_client_wait_request(a, "ticket.connect", 300, NULL));
+	ck_assert_ptr_null(
+	    tl_client_wait_request(h, "offer.update", 300, NULL));
+	ck_assert(
+	    audit_has("offer_cancelled", tid, "\"reason\":\"store_failed\""));
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(db);
+
+	/* The lock is gone: the next offer is accepted as usual. */
+	accepted_ticket(h, a, "view", tid, NULL, 0);
+	tl_client_free(h);
+	tl_client_free(a);
+}
+END_TEST
+
 START_TEST(t_restart_connected)
 {
 	struct tl_client *a, *h;
@@ -1183,6 +1243,7 @@ suite(void)
 	tcase_add_test(tc, t_crash);
 	tcase_add_test(tc, t_restart_connected);
 	tcase_add_test(tc, t_audit_unavailable);
+	tcase_add_test(tc, t_store_failure);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,12 +1,15 @@
 /* test_store.c - the ticket store: every backend passes the same contract
  * tests; the sqlite backend also persistence, file mode and schema checks. */
 #include <check.h>
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "bk_store.h"
 #include "bk_ticket.h"
@@ -367,6 +370,260 @@ START_TEST(test_sqlite_wal_and_schema)
 }
 END_TEST
 
+/* ---- durable writes ---------------------------------------------------- */
+
+#define NDUR 40
+
+struct dur {
+	struct bk_store *s;
+	const char *backend;
+	int calls[NDUR];
+	int rc[NDUR];
+	int order[NDUR];
+	int n;
+	char ids[NDUR][BK_TICKET_ID_LEN + 1];
+	int fresh_state[NDUR]; /* state a fresh connection read, or -1 */
+};
+
+struct dur_arg {
+	struct dur *d;
+	int i;
+};
+
+/* The state of ticket `id` as a brand-new connection to the file sees it
+ * (not the store's own connection). */
+static int
+fresh_read_state(const char *id)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int state = -1;
+
+	ck_assert_int_eq(sqlite3_open_v2(tl_path(dir, "tickets.db"), &db,
+	                     SQLITE_OPEN_READONLY, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_prepare_v2(
+	        db, "SELECT state FROM tickets WHERE id = ?1", -1, &st, NULL),
+	    SQLITE_OK);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		state = bk_ticket_state_parse(
+		    (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return state;
+}
+
+static void
+dur_cb(int rc, void *arg)
+{
+	struct dur_arg *a = arg;
+	struct dur *d = a->d;
+
+	d->calls[a->i]++;
+	d->rc[a->i] = rc;
+	d->order[d->n++] = a->i;
+	if (strcmp(d->backend, "sqlite") == 0 && d->ids[a->i][0] != '\0')
+		d->fresh_state[a->i] = fresh_read_state(d->ids[a->i]);
+}
+
+static int dur_want = NDUR;
+
+static int
+dur_done(void *arg)
+{
+	struct dur *d = arg;
+
+	return d->n >= dur_want;
+}
+
+/* put_durable: the write is readable at once on the store's connection,
+ * the callback never runs before the call returns, runs once per call, in
+ * call order, on the loop, when a fresh connection can read the record. */
+START_TEST(test_durable_order)
+{
+	struct event_base *base = event_base_new();
+	struct bk_store *s = open_store(backends[_i]);
+	static struct dur d;
+	struct dur_arg a[NDUR];
+	struct bk_ticket *t, *g;
+
+	memset(&d, 0, sizeof(d));
+	d.s = s;
+	d.backend = backends[_i];
+	ck_assert_int_eq(bk_store_set_loop(s, base), 0);
+	for (int i = 0; i < NDUR; i++) {
+		a[i].d = &d;
+		a[i].i = i;
+		d.fresh_state[i] = -2;
+		if (i % 5 == 4) { /* a bare barrier between writes */
+			bk_store_sync(s, dur_cb, &a[i]);
+			continue;
+		}
+		t = make(1000 + i, 600, "ws.corp.example");
+		bk_ticket_transition(t, BK_TS_PROMPTING, 1000 + i);
+		bk_ticket_transition(t, BK_TS_ACCEPTED, 1000 + i);
+		memcpy(d.ids[i], t->id, sizeof(d.ids[i]));
+		bk_store_put_durable(s, t, dur_cb, &a[i]);
+		ck_assert_int_eq(d.n, 0); /* never before the call returns */
+		/* Read-your-writes on the loop, before it is durable. */
+		ck_assert_int_eq(bk_store_get(s, t->id, &g), RP_OK);
+		ck_assert_int_eq(g->state, BK_TS_ACCEPTED);
+		bk_ticket_free(g);
+		bk_ticket_free(t);
+	}
+	ck_assert_uint_eq(bk_store_pending(s), NDUR);
+	dur_want = NDUR;
+	ck_assert(tl_run_until(base, dur_done, &d, 10000));
+	/* A few more turns: nothing runs twice. */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(d.n, NDUR);
+	ck_assert_uint_eq(bk_store_pending(s), 0);
+	for (int i = 0; i < NDUR; i++) {
+		ck_assert_int_eq(d.order[i], i);
+		ck_assert_int_eq(d.calls[i], 1);
+		ck_assert_int_eq(d.rc[i], RP_OK);
+		if (strcmp(d.backend, "sqlite") == 0 && i % 5 != 4)
+			ck_assert_int_eq(d.fresh_state[i], BK_TS_ACCEPTED);
+	}
+	ck_assert(bk_store_ok(s));
+	bk_store_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+/* Closing with writes in flight (and no loop turn since): every callback
+ * runs exactly once, inside bk_store_close, with success; the records are
+ * there for the next start. Without a loop, only flush/close run them. */
+START_TEST(test_durable_close_pending)
+{
+	struct event_base *base = event_base_new();
+	struct bk_store *s = open_store(backends[_i]);
+	static struct dur d;
+	struct dur_arg a[NDUR];
+	struct bk_ticket *t[NDUR], *g;
+
+	memset(&d, 0, sizeof(d));
+	d.backend = "memory"; /* no fresh reads from inside close */
+	for (int i = 0; i < NDUR; i++) {
+		a[i].d = &d;
+		a[i].i = i;
+		t[i] = make(1000 + i, 600, "ws.corp.example");
+		bk_ticket_transition(t[i], BK_TS_PROMPTING, 1000 + i);
+		bk_ticket_transition(t[i], BK_TS_ACCEPTED, 1000 + i);
+		bk_store_put_durable(s, t[i], dur_cb, &a[i]);
+		if (i == NDUR / 2) {
+			/* No loop yet: nothing runs until flushed. */
+			usleep(20000);
+			ck_assert_int_eq(d.n, 0);
+			bk_store_flush(s);
+			ck_assert_int_eq(d.n, i + 1);
+			ck_assert_int_eq(bk_store_set_loop(s, base), 0);
+		}
+	}
+	bk_store_close(s);
+	ck_assert_int_eq(d.n, NDUR);
+	for (int i = 0; i < NDUR; i++) {
+		ck_assert_int_eq(d.order[i], i);
+		ck_assert_int_eq(d.calls[i], 1);
+		ck_assert_int_eq(d.rc[i], RP_OK);
+	}
+	/* The loop has nothing left to run (the event went with the store). */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(d.n, NDUR);
+	if (strcmp(backends[_i], "sqlite") == 0) {
+		s = open_store("sqlite");
+		for (int i = 0; i < NDUR; i++) {
+			ck_assert_int_eq(bk_store_get(s, t[i]->id, &g), RP_OK);
+			ck_assert_int_eq(g->state, BK_TS_ACCEPTED);
+			bk_ticket_free(g);
+		}
+		bk_store_close(s);
+	}
+	for (int i = 0; i < NDUR; i++)
+		bk_ticket_free(t[i]);
+	event_base_free(base);
+}
+END_TEST
+
+/* A sync that fails (EIO from fdatasync) fails every write it covered, and
+ * the store stays failed: later durable writes and barriers fail at once,
+ * bk_store_ok says so. */
+START_TEST(test_sqlite_sync_failure)
+{
+	struct event_base *base = event_base_new();
+	struct bk_store *s = open_store("sqlite");
+	static struct dur d;
+	struct dur_arg a[3];
+	struct bk_ticket *t = make(1000, 600, "ws.corp.example");
+
+	memset(&d, 0, sizeof(d));
+	d.backend = "memory";
+	for (int i = 0; i < 3; i++) {
+		a[i].d = &d;
+		a[i].i = i;
+	}
+	ck_assert_int_eq(bk_store_set_loop(s, base), 0);
+	bk_ticket_transition(t, BK_TS_PROMPTING, 1000);
+	bk_ticket_transition(t, BK_TS_ACCEPTED, 1001);
+	bk_store_sqlite_fail_next_sync(s, EIO);
+	bk_store_put_durable(s, t, dur_cb, &a[0]);
+	dur_want = 1;
+	ck_assert(tl_run_until(base, dur_done, &d, 10000));
+	ck_assert_int_eq(d.rc[0], RP_ERR_IO);
+	ck_assert(!bk_store_ok(s));
+	bk_ticket_transition(t, BK_TS_CONNECTED, 1002);
+	bk_store_put_durable(s, t, dur_cb, &a[1]);
+	bk_store_sync(s, dur_cb, &a[2]);
+	dur_want = 3;
+	ck_assert(tl_run_until(base, dur_done, &d, 10000));
+	ck_assert_int_eq(d.rc[1], RP_ERR_IO);
+	ck_assert_int_eq(d.rc[2], RP_ERR_IO);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(d.calls[i], 1);
+	bk_store_close(s);
+	bk_ticket_free(t);
+	event_base_free(base);
+}
+END_TEST
+
+/* A write that fails (here: another process holds the write lock) is
+ * reported through the callback, never as a success. */
+START_TEST(test_sqlite_write_failure)
+{
+	struct event_base *base = event_base_new();
+	struct bk_store *s = open_store("sqlite");
+	static struct dur d;
+	struct dur_arg a = {&d, 0};
+	struct bk_ticket *t = make(1000, 600, "ws.corp.example");
+	sqlite3 *db;
+
+	memset(&d, 0, sizeof(d));
+	d.backend = "memory";
+	ck_assert_int_eq(bk_store_set_loop(s, base), 0);
+	ck_assert_int_eq(
+	    sqlite3_open(tl_path(dir, "tickets.db"), &db), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+	bk_ticket_transition(t, BK_TS_PROMPTING, 1000);
+	bk_ticket_transition(t, BK_TS_ACCEPTED, 1001);
+	bk_store_put_durable(s, t, dur_cb, &a); /* waits out busy_timeout */
+	ck_assert_int_eq(d.n, 0);
+	dur_want = 1;
+	ck_assert(tl_run_until(base, dur_done, &d, 10000));
+	ck_assert_int_eq(d.calls[0], 1);
+	ck_assert_int_eq(d.rc[0], RP_ERR_IO);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(db);
+	/* A lock is not a broken disk: the store goes on. */
+	ck_assert(bk_store_ok(s));
+	bk_store_close(s);
+	bk_ticket_free(t);
+	event_base_free(base);
+}
+END_TEST
+
 /* A damaged row is skipped (and logged), never crashes the broker. */
 START_TEST(test_sqlite_bad_row)
 {
@@ -407,12 +664,16 @@ main(void)
 	tcase_add_loop_test(tc, test_callback_may_modify, 0, 2);
 	tcase_add_loop_test(tc, test_expire_before, 0, 2);
 	tcase_add_test(tc, test_unknown_backend);
+	tcase_add_loop_test(tc, test_durable_order, 0, 2);
+	tcase_add_loop_test(tc, test_durable_close_pending, 0, 2);
 	suite_add_tcase(s, tc);
 	tcase_add_checked_fixture(sq, setup, teardown);
 	tcase_add_test(sq, test_sqlite_reopen);
 	tcase_add_test(sq, test_sqlite_file_mode);
 	tcase_add_test(sq, test_sqlite_wal_and_schema);
 	tcase_add_test(sq, test_sqlite_bad_row);
+	tcase_add_test(sq, test_sqlite_sync_failure);
+	tcase_add_test(sq, test_sqlite_write_failure);
 	suite_add_tcase(s, sq);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
