@@ -27,6 +27,7 @@ struct event;
 struct evconnlistener;
 struct rp_conn;
 struct rp_tls_ctx;
+struct rp_tls_pool;
 struct az_dir;
 struct az_sasl;
 struct az_policy;
@@ -90,6 +91,9 @@ struct bk_ctx {
 	struct event_base *base;
 	struct bk_config *cfg;
 	struct rp_tls_ctx *tls;
+	/* TLS handshakes off the loop ([broker] handshake_threads); NULL:
+	 * on the loop. Callbacks still run on the loop. */
+	struct rp_tls_pool *hspool;
 	struct evconnlistener *listener;
 	struct az_dir *dir; /* NULL when no directory configured */
 	struct az_sasl *sasl;

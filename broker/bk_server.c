@@ -1,7 +1,8 @@
 /*
  * bk_server.c - the one listening port and each connection's life.
  *
- * accept -> rp_tls_accept (handshake, client certificate requested) ->
+ * accept -> rp_tls_accept_pool (handshake, client certificate requested,
+ * on one of the handshake threads; callbacks come back to the loop) ->
  * on_ready: rp_conn over the TLS connection with THE method table and a
  * struct bk_peer as its data -> ... -> on_close: the agent goes offline or
  * the helper's pending offers are dropped, the peer is freed.
@@ -241,7 +242,9 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		s->peers->prev = p;
 	s->peers = p;
 	s->nconns++;
-	if (rp_tls_accept(ctx->tls, ctx->base, fd, &hs_cbs, p) == NULL) {
+	if (ctx->hspool != NULL
+	        ? rp_tls_accept_pool(ctx->hspool, ctx->tls, fd, &hs_cbs, p) != 0
+	        : rp_tls_accept(ctx->tls, ctx->base, fd, &hs_cbs, p) == NULL) {
 		log_warnx("%s: cannot start TLS", p->addr);
 		evutil_closesocket(fd);
 		peer_unlink_free(s, p);

@@ -339,6 +339,15 @@ main(int argc, char **argv)
 			goto out;
 		}
 	}
+	/* Threads only now: they would not survive daemonize()'s fork. */
+	if ((ctx->hspool = rp_tls_pool_new(ctx->base, cfg->handshake_threads,
+	         err, sizeof(err))) == NULL) {
+		log_errx("%s", err);
+		goto out;
+	}
+	if (cfg->handshake_threads > 0)
+		log_info(
+		    "TLS handshakes on %u thread(s)", cfg->handshake_threads);
 	if (cfg->have_directory) {
 		struct az_sasl_config sc;
 		char *mechs;
@@ -422,6 +431,10 @@ out:
 	ctx->relays = NULL;
 	bk_offers_free(ctx->offers);
 	ctx->offers = NULL;
+	/* Handshakes still in flight on the threads are closed (no
+	 * callback) and the threads joined, before their peers go. */
+	rp_tls_pool_free(ctx->hspool);
+	ctx->hspool = NULL;
 	bk_server_free(ctx);
 	bk_agents_free(ctx->agents);
 	ctx->agents = NULL;

@@ -41,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -112,6 +114,7 @@ struct rp_tls {
 	struct evbuffer *early; /* plaintext written before the handshake */
 	struct event *hs_timer; /* only during the handshake */
 	gnutls_psk_client_credentials_t psk_cli;
+	struct tls_pend *pend; /* only while a pool thread owns it */
 	struct rp_tls_cbs cbs;
 	void *arg;
 	char *peer_addr;
@@ -127,6 +130,8 @@ struct rp_tls {
 	uint8_t deferred;     /* close requested from user context */
 };
 
+struct tls_pend;
+static void tls_pool_handback(struct rp_tls *);
 static void tls_read_cb(struct bufferevent *, void *);
 static void tls_write_cb(struct bufferevent *, void *);
 static void tls_event_cb(struct bufferevent *, short, void *);
@@ -494,7 +499,11 @@ tls_finish(struct rp_tls *t, enum rp_tls_close_reason why, const char *msg)
 	}
 	keep = t->close_msg; /* msg may point into it */
 	t->close_msg = NULL;
-	if (t->cbs.on_close != NULL) {
+	if (t->pend != NULL) {
+		/* On a pool thread: on_close runs on the owner's loop. */
+		t->close_why = (uint8_t)why;
+		t->close_msg = msg ? strdup(msg) : NULL;
+	} else if (t->cbs.on_close != NULL) {
 		t->busy++;
 		t->cbs.on_close(t, why, msg, t->arg);
 		t->busy--;
@@ -505,7 +514,13 @@ tls_finish(struct rp_tls *t, enum rp_tls_close_reason why, const char *msg)
 static void
 tls_leave(struct rp_tls *t)
 {
-	if (--t->busy == 0 && t->state == ST_DONE)
+	if (--t->busy > 0)
+		return;
+	if (t->pend != NULL) {
+		/* Pool thread: handshake over (done, or failed and closed)? */
+		if (t->state == ST_OPEN || t->state == ST_DONE)
+			tls_pool_handback(t);
+	} else if (t->state == ST_DONE)
 		tls_release(t);
 }
 
@@ -958,6 +973,13 @@ tls_handshake_done(struct rp_tls *t)
 		}
 	}
 	t->state = ST_OPEN;
+	if (t->pend != NULL) {
+		/* Pool thread: the ticket is cheap to send from here; the
+		 * rest (reading, on_ready) happens on the owner's loop once
+		 * the busy count drops (tls_leave). */
+		tls_send_ticket(t);
+		return;
+	}
 	tls_update_reading(t);
 	tls_send_ticket(t);
 	if (tls_flush_early(t) != 0)
@@ -995,6 +1017,8 @@ tls_process(struct rp_tls *t)
 			return;
 		}
 		tls_handshake_done(t);
+		if (t->pend != NULL)
+			return; /* records are read on the owner's loop */
 	}
 	while (t->state == ST_OPEN && t->user_reading && !t->paused) {
 		cin = bufferevent_get_input(t->bev);
@@ -1177,13 +1201,9 @@ tls_addr_text(const struct sockaddr *sa)
 }
 
 static struct rp_tls *
-tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
-    const struct rp_tls_cbs *cbs, void *arg, int psk_client)
+tls_alloc(struct rp_tls_ctx *ctx, const struct rp_tls_cbs *cbs, void *arg)
 {
 	struct rp_tls *t;
-	unsigned flags;
-	struct timeval tv;
-	int one = 1;
 
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -1193,6 +1213,21 @@ tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
 		t->cbs = *cbs;
 	t->arg = arg;
 	t->user_reading = 1;
+	return t;
+}
+
+/* Session, bufferevent on `base` and handshake timer (on `base` too: the
+ * deadline lives where the handshake runs). On -1 the caller still owns
+ * fd and frees t. */
+static int
+tls_setup(struct rp_tls *t, struct event_base *base, evutil_socket_t fd,
+    int psk_client)
+{
+	struct rp_tls_ctx *ctx = t->ctx;
+	unsigned flags;
+	struct timeval tv;
+	int one = 1;
+
 	evutil_make_socket_nonblocking(fd);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	flags = (ctx->role == RP_TLS_SERVER ? GNUTLS_SERVER : GNUTLS_CLIENT) |
@@ -1203,8 +1238,10 @@ tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
 	/* One ticket per handshake (GnuTLS sends two), sent by us. */
 	if (ctx->ticket_key.data != NULL)
 		flags |= GNUTLS_NO_AUTO_SEND_TICKET;
-	if (gnutls_init(&t->s, flags) < 0)
+	if (gnutls_init(&t->s, flags) < 0) {
+		t->s = NULL;
 		goto fail;
+	}
 	if (ctx->ticket_key.data != NULL) {
 		if (gnutls_session_ticket_enable_server(
 		        t->s, &ctx->ticket_key) < 0)
@@ -1252,17 +1289,32 @@ tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
 	tv.tv_sec = ctx->hs_timeout_ms / 1000;
 	tv.tv_usec = (ctx->hs_timeout_ms % 1000) * 1000;
 	evtimer_add(t->hs_timer, &tv);
-	return t;
+	return 0;
 fail:
 	if (t->hs_timer != NULL)
 		event_free(t->hs_timer);
+	t->hs_timer = NULL;
 	if (t->bev != NULL) {
 		bufferevent_setfd(t->bev, -1); /* the caller keeps the fd */
 		bufferevent_free(t->bev);
 	}
 	t->bev = NULL;
-	tls_release(t);
-	return NULL;
+	return -1;
+}
+
+static struct rp_tls *
+tls_new(struct rp_tls_ctx *ctx, struct event_base *base, evutil_socket_t fd,
+    const struct rp_tls_cbs *cbs, void *arg, int psk_client)
+{
+	struct rp_tls *t = tls_alloc(ctx, cbs, arg);
+
+	if (t == NULL)
+		return NULL;
+	if (tls_setup(t, base, fd, psk_client) != 0) {
+		tls_release(t);
+		return NULL;
+	}
+	return t;
 }
 
 struct rp_tls *
@@ -1283,6 +1335,472 @@ rp_tls_accept(struct rp_tls_ctx *ctx, struct event_base *base,
 		t->peer_addr = tls_addr_text((struct sockaddr *)&ss);
 	bufferevent_enable(t->bev, EV_READ | EV_WRITE);
 	return t;
+}
+
+/* ---- handshake pool ------------------------------------------------- */
+
+/*
+ * Ownership. A pooled connection is owned by exactly one thread at a time:
+ * the accepting loop creates the bare object (no session, no
+ * bufferevent) and puts it on a worker's inbox; the worker makes the
+ * session, the bufferevent and the deadline timer on its own event_base
+ * and runs the handshake; when the handshake ends (tls_leave, outermost
+ * entry, busy count 0) the worker either closed it (failure: bufferevent
+ * freed, fd closed there) or detaches it: the bufferevent is freed without
+ * closing the fd, and the ciphertext it had read but GnuTLS had not (e.g.
+ * the agent's first request in the same flight as its Finished) and the
+ * ciphertext not yet written (our NewSessionTicket) are moved into two
+ * plain evbuffers. Then it goes on the pool's done list and the owner's
+ * loop makes a new bufferevent on its base with the same fd and the
+ * carried bytes, and runs on_ready (or on_close). GnuTLS keeps any record
+ * it had already pulled inside the session, which moves with the object.
+ * The two lists are the only shared state (one mutex each); a pipe wakes
+ * the receiving loop. The TLS context is only read by the threads (GnuTLS
+ * credentials and priority caches are safe for read-only use by many
+ * threads; a session's ticket key is copied into the session).
+ */
+struct tls_pend {
+	struct rp_tls *t;
+	struct tls_worker *w;
+	struct tls_pend *next, *prev; /* inbox / done list / worker's live */
+	evutil_socket_t fd;           /* while no bufferevent holds it */
+	struct evbuffer *cin, *cout;  /* carried ciphertext (handed back) */
+};
+
+struct tls_worker {
+	struct rp_tls_pool *pool;
+	pthread_t th;
+	struct event_base *base;
+	struct event *ev;
+	int wake[2];
+	pthread_mutex_t mu;
+	struct tls_pend *inbox, *inbox_tail; /* under mu */
+	int stop;                            /* under mu */
+	struct tls_pend *live;               /* handshaking; this thread only */
+};
+
+struct rp_tls_pool {
+	struct event_base *base;
+	unsigned n, started, next;
+	struct tls_worker *w;
+	struct event *ev;
+	int wake[2];
+	pthread_mutex_t mu;
+	struct tls_pend *done, *done_tail; /* under mu */
+};
+
+static void
+pool_wake(int fd)
+{
+	char b = 1;
+	ssize_t r;
+
+	do
+		r = write(fd, &b, 1);
+	while (r < 0 && errno == EINTR);
+	/* EAGAIN: the pipe is full, the reader will wake anyway. */
+}
+
+static void
+pool_drain_pipe(int fd)
+{
+	char buf[64];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Appends p to a list under mu; wakes the reader if it was empty. */
+static void
+pool_push(pthread_mutex_t *mu, struct tls_pend **head, struct tls_pend **tail,
+    struct tls_pend *p, int wake_fd)
+{
+	int was_empty;
+
+	p->next = NULL;
+	pthread_mutex_lock(mu);
+	was_empty = *head == NULL;
+	if (*tail != NULL)
+		(*tail)->next = p;
+	else
+		*head = p;
+	*tail = p;
+	pthread_mutex_unlock(mu);
+	if (was_empty)
+		pool_wake(wake_fd);
+}
+
+/* Frees a pooled connection without any callback (pool shutdown). */
+static void
+pend_discard(struct tls_pend *p)
+{
+	struct rp_tls *t = p->t;
+
+	if (t->hs_timer != NULL)
+		event_free(t->hs_timer);
+	t->hs_timer = NULL;
+	if (t->bev != NULL)
+		bufferevent_free(t->bev); /* closes the fd */
+	t->bev = NULL;
+	if (p->fd >= 0)
+		evutil_closesocket(p->fd);
+	if (p->cin != NULL)
+		evbuffer_free(p->cin);
+	if (p->cout != NULL)
+		evbuffer_free(p->cout);
+	t->pend = NULL;
+	tls_release(t);
+	free(p);
+}
+
+static void
+live_unlink(struct tls_worker *w, struct tls_pend *p)
+{
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else
+		w->live = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	p->next = p->prev = NULL;
+}
+
+/* Pool thread, outermost entry: the handshake is over. Detach the
+ * connection from this thread's loop and give it back to the owner. */
+static void
+tls_pool_handback(struct rp_tls *t)
+{
+	struct tls_pend *p = t->pend;
+	struct tls_worker *w = p->w;
+	struct rp_tls_pool *pool = w->pool;
+	struct bufferevent *bev = t->bev;
+
+	live_unlink(w, p);
+	if (t->state != ST_DONE) {
+		struct evbuffer *out = bufferevent_get_output(bev);
+
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
+		/* The output is frozen at its front for anyone but the
+		 * bufferevent; it is being thrown away with it. */
+		evbuffer_unfreeze(out, 1);
+		if ((p->cin = evbuffer_new()) == NULL ||
+		    (p->cout = evbuffer_new()) == NULL ||
+		    evbuffer_add_buffer(p->cin, bufferevent_get_input(bev)) !=
+		        0 ||
+		    evbuffer_add_buffer(p->cout, out) != 0) {
+			if (p->cin != NULL)
+				evbuffer_free(p->cin);
+			if (p->cout != NULL)
+				evbuffer_free(p->cout);
+			p->cin = p->cout = NULL;
+			tls_finish(t, RP_TLS_CLOSED_ERROR, "out of memory");
+		} else {
+			p->fd = bufferevent_getfd(bev);
+			bufferevent_setfd(bev, -1); /* keep the fd open */
+			bufferevent_free(bev);
+			t->bev = NULL;
+		}
+	}
+	pool_push(&pool->mu, &pool->done, &pool->done_tail, p, pool->wake[1]);
+}
+
+/* Owner's loop: a connection whose handshake ended on a pool thread. */
+static void
+tls_pool_adopt(struct rp_tls_pool *pool, struct tls_pend *p)
+{
+	struct rp_tls *t = p->t;
+	struct evbuffer *in;
+
+	t->pend = NULL;
+	if (t->state != ST_DONE) {
+		t->bev = bufferevent_socket_new(
+		    pool->base, p->fd, BEV_OPT_CLOSE_ON_FREE);
+		if (t->bev == NULL) {
+			evutil_closesocket(p->fd);
+			t->state = ST_DONE;
+			t->close_why = RP_TLS_CLOSED_ERROR;
+			free(t->close_msg);
+			t->close_msg = strdup("out of memory");
+		}
+		p->fd = -1;
+	}
+	if (t->state == ST_DONE) {
+		/* Failed (or timed out) and closed on the pool thread. */
+		t->busy++;
+		if (t->cbs.on_close != NULL)
+			t->cbs.on_close(t,
+			    (enum rp_tls_close_reason)t->close_why,
+			    t->close_msg, t->arg);
+		p->t = NULL;
+		free(p);
+		tls_leave(t);
+		return;
+	}
+	bufferevent_setcb(t->bev, tls_read_cb, tls_write_cb, tls_event_cb, t);
+	bufferevent_setwatermark(t->bev, EV_WRITE, t->ctx->high_water / 2, 0);
+	in = bufferevent_get_input(t->bev);
+	evbuffer_unfreeze(in, 0);
+	evbuffer_add_buffer(in, p->cin);
+	evbuffer_freeze(in, 0);
+	evbuffer_add_buffer(bufferevent_get_output(t->bev), p->cout);
+	evbuffer_free(p->cin);
+	evbuffer_free(p->cout);
+	free(p);
+	/* As at the end of tls_handshake_done() on the loop. */
+	t->busy++;
+	bufferevent_enable(t->bev, EV_WRITE);
+	tls_update_reading(t);
+	if (t->cbs.on_ready != NULL)
+		t->cbs.on_ready(t, t->arg);
+	/* Records that came with the handshake (or are still inside the
+	 * session): delivered now, as they would have been. */
+	if (t->state == ST_OPEN && tls_want_read(t))
+		tls_process(t);
+	tls_leave(t);
+}
+
+static void
+pool_on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct rp_tls_pool *pool = arg;
+	struct tls_pend *p, *next;
+
+	pool_drain_pipe(fd);
+	pthread_mutex_lock(&pool->mu);
+	p = pool->done;
+	pool->done = pool->done_tail = NULL;
+	pthread_mutex_unlock(&pool->mu);
+	for (; p != NULL; p = next) {
+		next = p->next;
+		tls_pool_adopt(pool, p);
+	}
+}
+
+/* Pool thread: start the handshakes given to us. */
+static void
+worker_on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct tls_worker *w = arg;
+	struct tls_pend *p, *next;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int stop;
+
+	pool_drain_pipe(fd);
+	pthread_mutex_lock(&w->mu);
+	p = w->inbox;
+	w->inbox = w->inbox_tail = NULL;
+	stop = w->stop;
+	pthread_mutex_unlock(&w->mu);
+	for (; p != NULL; p = next) {
+		struct rp_tls *t = p->t;
+
+		next = p->next;
+		if (stop) {
+			pend_discard(p);
+			continue;
+		}
+		p->prev = NULL;
+		p->next = w->live;
+		if (w->live != NULL)
+			w->live->prev = p;
+		w->live = p;
+		if (tls_setup(t, w->base, p->fd, 0) != 0) {
+			evutil_closesocket(p->fd);
+			p->fd = -1;
+			t->state = ST_DONE;
+			t->close_why = RP_TLS_CLOSED_ERROR;
+			t->close_msg = strdup("cannot start TLS");
+			tls_pool_handback(t);
+			continue;
+		}
+		memset(&ss, 0, sizeof(ss));
+		sl = sizeof(ss);
+		if (getpeername(p->fd, (struct sockaddr *)&ss, &sl) == 0)
+			t->peer_addr = tls_addr_text((struct sockaddr *)&ss);
+		p->fd = -1; /* the bufferevent has it */
+		bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+	}
+	if (stop)
+		event_base_loopbreak(w->base);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct tls_worker *w = arg;
+	struct tls_pend *p;
+
+	event_base_dispatch(w->base);
+	/* Stopped: whatever is still here is closed without callbacks. */
+	while ((p = w->live) != NULL) {
+		live_unlink(w, p);
+		pend_discard(p);
+	}
+	pthread_mutex_lock(&w->mu);
+	p = w->inbox;
+	w->inbox = w->inbox_tail = NULL;
+	pthread_mutex_unlock(&w->mu);
+	while (p != NULL) {
+		struct tls_pend *next = p->next;
+		pend_discard(p);
+		p = next;
+	}
+	event_free(w->ev);
+	w->ev = NULL;
+	event_base_free(w->base); /* runs libevent's pending finalizers */
+	w->base = NULL;
+	return NULL;
+}
+
+struct rp_tls_pool *
+rp_tls_pool_new(
+    struct event_base *base, unsigned nthreads, char *err, size_t errlen)
+{
+	struct rp_tls_pool *pool;
+	sigset_t all, old;
+	int r;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	pool = calloc(1, sizeof(*pool));
+	if (pool == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	pool->base = base;
+	pool->wake[0] = pool->wake[1] = -1;
+	pthread_mutex_init(&pool->mu, NULL);
+	if (nthreads == 0)
+		return pool;
+	if (pipe2(pool->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+		snprintf(err, errlen, "tls pool: pipe: %s", strerror(errno));
+		goto fail;
+	}
+	pool->ev = event_new(
+	    base, pool->wake[0], EV_READ | EV_PERSIST, pool_on_done, pool);
+	if (pool->ev == NULL || event_add(pool->ev, NULL) != 0) {
+		snprintf(err, errlen, "tls pool: cannot add the wake event");
+		goto fail;
+	}
+	if ((pool->w = calloc(nthreads, sizeof(*pool->w))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	pool->n = nthreads;
+	for (unsigned i = 0; i < nthreads; i++) { /* rp_tls_pool_free-able */
+		pool->w[i].pool = pool;
+		pool->w[i].wake[0] = pool->w[i].wake[1] = -1;
+		pthread_mutex_init(&pool->w[i].mu, NULL);
+	}
+	for (unsigned i = 0; i < nthreads; i++) {
+		struct tls_worker *w = &pool->w[i];
+
+		if (pipe2(w->wake, O_NONBLOCK | O_CLOEXEC) != 0 ||
+		    (w->base = event_base_new()) == NULL ||
+		    (w->ev = event_new(w->base, w->wake[0],
+		         EV_READ | EV_PERSIST, worker_on_wake, w)) == NULL ||
+		    event_add(w->ev, NULL) != 0) {
+			snprintf(err, errlen, "tls pool: cannot set up thread");
+			goto fail;
+		}
+		/* Signals stay with the main thread (libevent's handlers). */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		r = pthread_create(&w->th, NULL, worker_main, w);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (r != 0) {
+			snprintf(err, errlen,
+			    "tls pool: cannot start thread: %s", strerror(r));
+			goto fail;
+		}
+		pool->started++;
+	}
+	return pool;
+fail:
+	rp_tls_pool_free(pool);
+	return NULL;
+}
+
+void
+rp_tls_pool_free(struct rp_tls_pool *pool)
+{
+	struct tls_pend *p, *next;
+
+	if (pool == NULL)
+		return;
+	for (unsigned i = 0; i < pool->started; i++) {
+		pthread_mutex_lock(&pool->w[i].mu);
+		pool->w[i].stop = 1;
+		pthread_mutex_unlock(&pool->w[i].mu);
+		pool_wake(pool->w[i].wake[1]);
+	}
+	for (unsigned i = 0; i < pool->started; i++)
+		pthread_join(pool->w[i].th, NULL);
+	for (unsigned i = 0; i < pool->n; i++) {
+		struct tls_worker *w = &pool->w[i];
+
+		if (i >= pool->started) { /* set up, never started */
+			if (w->ev != NULL)
+				event_free(w->ev);
+			if (w->base != NULL)
+				event_base_free(w->base);
+		}
+		if (w->wake[0] >= 0)
+			close(w->wake[0]);
+		if (w->wake[1] >= 0)
+			close(w->wake[1]);
+		pthread_mutex_destroy(&w->mu);
+	}
+	/* Handed back but not adopted yet: no thread is left to race. */
+	for (p = pool->done; p != NULL; p = next) {
+		next = p->next;
+		pend_discard(p);
+	}
+	if (pool->ev != NULL)
+		event_free(pool->ev);
+	if (pool->wake[0] >= 0)
+		close(pool->wake[0]);
+	if (pool->wake[1] >= 0)
+		close(pool->wake[1]);
+	pthread_mutex_destroy(&pool->mu);
+	free(pool->w);
+	free(pool);
+}
+
+unsigned
+rp_tls_pool_threads(const struct rp_tls_pool *pool)
+{
+	return pool != NULL ? pool->n : 0;
+}
+
+int
+rp_tls_accept_pool(struct rp_tls_pool *pool, struct rp_tls_ctx *ctx,
+    evutil_socket_t fd, const struct rp_tls_cbs *cbs, void *arg)
+{
+	struct rp_tls *t;
+	struct tls_pend *p;
+	struct tls_worker *w;
+
+	if (pool == NULL || ctx->role != RP_TLS_SERVER)
+		return -1;
+	if (pool->n == 0 || ctx->psk_lookup != NULL)
+		return rp_tls_accept(ctx, pool->base, fd, cbs, arg) != NULL
+		    ? 0
+		    : -1;
+	if ((t = tls_alloc(ctx, cbs, arg)) == NULL)
+		return -1;
+	if ((p = calloc(1, sizeof(*p))) == NULL) {
+		tls_release(t);
+		return -1;
+	}
+	p->t = t;
+	p->fd = fd;
+	t->pend = p;
+	w = &pool->w[pool->next++ % pool->n];
+	p->w = w;
+	pool_push(&w->mu, &w->inbox, &w->inbox_tail, p, w->wake[1]);
+	return 0;
 }
 
 /* sa NULL: fd is an already connected stream (rp_tls_connect_psk_fd). */

@@ -126,6 +126,40 @@ void rp_tls_ctx_free(struct rp_tls_ctx *ctx);
  * run from the event loop, never from inside an rp_tls_* call. */
 struct rp_tls *rp_tls_accept(struct rp_tls_ctx *ctx, struct event_base *base,
     evutil_socket_t fd, const struct rp_tls_cbs *cbs, void *arg);
+/*
+ * Handshake pool: server-side handshakes of accepted connections on
+ * `nthreads` threads, each with its own event_base, so that the loop that
+ * owns `base` pays only for what follows the handshake (a broker taking
+ * 100,000 agents back after a restart). A connection given to
+ * rp_tls_accept_pool() lives on one pool thread until its handshake ends;
+ * then it is handed back to `base` (bufferevent re-made there, ciphertext
+ * already read or still to send carried over) and on_ready runs on the
+ * loop of `base`, or, if the handshake failed or timed out, it is closed
+ * on the pool thread and on_close runs on the loop of `base`. Every
+ * callback therefore runs on the thread of `base`, as with
+ * rp_tls_accept(). libevent needs no evthread_use_pthreads(): no event or
+ * bufferevent is ever used by two threads; hand-offs go through
+ * mutex-protected lists and a pipe read by the receiving loop.
+ * With nthreads 0 (or a context with psk_lookup, whose lookup is user code
+ * that must run on the loop) rp_tls_accept_pool() is rp_tls_accept() on
+ * `base`. Threads are started here: create the pool after any fork().
+ */
+struct rp_tls_pool;
+struct rp_tls_pool *rp_tls_pool_new(
+    struct event_base *base, unsigned nthreads, char *err, size_t errlen);
+/* Stops and joins the threads. Connections still handshaking, or handed
+ * back but not yet taken by the loop, are closed without any callback.
+ * Call it from the thread of `base`, before freeing `base` or a context
+ * the pool's connections use. */
+void rp_tls_pool_free(struct rp_tls_pool *pool);
+unsigned rp_tls_pool_threads(const struct rp_tls_pool *pool);
+/* Server side through the pool: returns 0 (fd now belongs to the pool,
+ * every outcome comes to on_ready or on_close, on the loop of the pool's
+ * base), or -1 (no callback; the caller still owns fd). The connection is
+ * first seen by the caller in on_ready / on_close. */
+int rp_tls_accept_pool(struct rp_tls_pool *pool, struct rp_tls_ctx *ctx,
+    evutil_socket_t fd, const struct rp_tls_cbs *cbs, void *arg);
+
 /* Client side: connects (non-blocking) and verifies the server as `host`
  * (a DNS name, or an address literal matched against IP SANs). Returns NULL
  * on immediate failure (no callback); later failures come to on_close. */

@@ -655,6 +655,52 @@ START_TEST(t_sigterm_drains)
 }
 END_TEST
 
+/*
+ * SIGTERM while handshakes sit on the handshake threads (clients that
+ * connected and then stalled, one in the middle of its ClientHello): the
+ * drain waits for them until drain_timeout, then the threads are stopped
+ * and joined and the stalled connections closed. Under ASan a leak or a
+ * crash would change the exit status. A real agent meanwhile completes
+ * its handshake on a thread and logs in on the loop.
+ */
+START_TEST(t_sigterm_handshakes_in_flight)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_client *ag;
+	struct sockaddr_in sin;
+	static const unsigned char partial[] = {
+	    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
+	unsigned ms = 0;
+	int fd[4], st;
+
+	broker_up(&b, policy_helpdesk, 1);
+	ck_assert(tl_broker_wait_log(&b, "TLS handshakes on", 1, 1000));
+	tl_loopback((struct sockaddr *)&sin, 0, (uint16_t)b.port);
+	for (int i = 0; i < 4; i++) {
+		fd[i] = socket(AF_INET, SOCK_STREAM, 0);
+		ck_assert_int_ge(fd[i], 0);
+		ck_assert_int_eq(
+		    connect(fd[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+	}
+	ck_assert_int_eq(
+	    write(fd[0], partial, sizeof(partial)), (ssize_t)sizeof(partial));
+	ag = connect_as(base, &b, "ws-042");
+	ck_assert_int_eq(
+	    tl_client_agent_login(ag, "ws-042.corp.example", NULL), 0);
+	ck_assert_int_eq(tl_broker_signal(&b, SIGTERM), 0);
+	ck_assert_msg(tl_client_wait_closed(ag, 3000), "agent not told to go");
+	st = tl_broker_stop(&b, 0, 6000, &ms);
+	ck_assert_msg(st == 0, "exit status %d after %u ms", st, ms);
+	ck_assert(tl_broker_wait_log(&b, "drain_timeout (1 s) passed", 1, 10));
+	for (int i = 0; i < 4; i++)
+		close(fd[i]);
+	tl_client_free(ag);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
 /* One sweep closes silent agents and connections that never log in. */
 START_TEST(t_keepalive_and_login_timeout)
 {
@@ -1064,6 +1110,7 @@ broker_suite(void)
 	tcase_add_test(tl, t_wrong_password);
 	tcase_add_test(tl, t_sighup_policy);
 	tcase_add_test(tl, t_sigterm_drains);
+	tcase_add_test(tl, t_sigterm_handshakes_in_flight);
 	tcase_add_test(tl, t_keepalive_and_login_timeout);
 	tcase_add_test(tl, t_helper_external);
 	tcase_add_test(tl, t_emfile_pause);
