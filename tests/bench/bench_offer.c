@@ -11,10 +11,13 @@
  *
  * Measurement: up to C offers in flight, each on a different machine. For
  * each: offer.create -> novice.prompt received by the agent (which answers
- * "accept" at once) -> offer.update "accepted" received by the helper; the
- * helper then cancels the ticket (offer.cancel) so that open tickets do not
- * pile up. Reported: offers completed per second, and p50/p90/p99/max of
- * create->prompt and create->accepted.
+ * "accept" at once) -> ticket.connect received by the agent and
+ * offer.update "accepted" received by the helper (both follow the durable
+ * write of "accepted"); the helper then cancels the ticket (offer.cancel)
+ * so that open tickets do not pile up. Reported: offers completed per
+ * second, and p50/p99 of create->prompt, create->ticket.connect (the agent
+ * told to connect) and create->accepted (the helper told), p90/max of the
+ * last.
  *
  * Bounded: -n agents (default 1000, max 5000), -o offers (default 2000,
  * max 100000), -c in flight (default 16), -t seconds (default 60). Loopback
@@ -62,7 +65,7 @@ struct peer {
 struct op {
 	int used;
 	int agent;
-	uint64_t t0, t_prompt, t_acc;
+	uint64_t t0, t_prompt, t_acc, t_conn;
 	char ticket[33];
 };
 
@@ -73,7 +76,7 @@ static struct peer helper;
 static int nagents = 1000, noffers = 2000, inflight = 16, tlimit = 60;
 static struct op ops[MAX_INFLIGHT];
 static int started, completed, failed, nregistered, nready;
-static uint64_t *lat_prompt, *lat_acc;
+static uint64_t *lat_prompt, *lat_acc, *lat_conn;
 static int next_agent;
 static char keydir[600];
 static int finishing;
@@ -230,13 +233,22 @@ h_prompt(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 		        "CORP\\bob", "session", "1"));
 }
 
+static void op_done(struct op *o, int ok);
+
 static void
 h_connect(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 {
+	struct peer *p = ctx;
+	struct op *o = op_by_agent(p->idx);
+
 	(void)params;
-	(void)ctx;
 	if (id != NULL)
 		rp_conn_reply(c, id, json_object());
+	if (o != NULL && o->t_conn == 0) {
+		o->t_conn = now_us();
+		if (o->t_acc != 0)
+			op_done(o, 1);
+	}
 }
 
 static void
@@ -263,6 +275,7 @@ op_done(struct op *o, int ok)
 	if (ok) {
 		lat_prompt[completed] = o->t_prompt ? o->t_prompt - o->t0 : 0;
 		lat_acc[completed] = o->t_acc - o->t0;
+		lat_conn[completed] = o->t_conn - o->t0;
 		completed++;
 	} else
 		failed++;
@@ -281,12 +294,21 @@ h_update(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 	(void)ctx;
 	if (t == NULL || st == NULL || (o = op_by_ticket(t)) == NULL)
 		return;
+	/* After "accepted" the helper cancels: "cancelled" may come back
+	 * before the agent's ticket.connect has been read. */
+	if (o->t_acc != 0)
+		return;
 	if (strcmp(st, "accepted") == 0) {
 		o->t_acc = now_us();
 		rp_conn_call(c, "offer.cancel", json_pack("{s:s}", "ticket", t),
 		    10000, cancel_cb, NULL);
-		op_done(o, 1);
+		if (o->t_conn != 0) /* else when ticket.connect arrives */
+			op_done(o, 1);
 	} else if (strcmp(st, "prompting") != 0) {
+		if (failed < 5)
+			fprintf(stderr, "bench: offer.update %s (%s)\n", st,
+			    json_string_value(
+			        json_object_get(params, "reason")));
 		op_done(o, 0);
 	}
 }
@@ -474,7 +496,7 @@ start_offers(void)
 			return;
 		memset(o->ticket, 0, sizeof(o->ticket));
 		o->used = 1;
-		o->t_prompt = o->t_acc = 0;
+		o->t_prompt = o->t_acc = o->t_conn = 0;
 		o->t0 = now_us();
 		started++;
 		rp_conn_call(helper.conn, "offer.create",
@@ -626,6 +648,7 @@ main(int argc, char **argv)
 	tl_raise_nofile(2 * nagents + 256);
 	lat_prompt = calloc((size_t)noffers, sizeof(uint64_t));
 	lat_acc = calloc((size_t)noffers, sizeof(uint64_t));
+	lat_conn = calloc((size_t)noffers, sizeof(uint64_t));
 	base = event_base_new();
 	if (tl_slapd_start(NULL, &slapd) != 0) {
 		fprintf(stderr, "bench_offer: slapd did not start\n");
@@ -711,6 +734,7 @@ main(int argc, char **argv)
 	secs = t_meas / 1e6;
 	qsort(lat_prompt, (size_t)completed, sizeof(uint64_t), cmp_u64);
 	qsort(lat_acc, (size_t)completed, sizeof(uint64_t), cmp_u64);
+	qsort(lat_conn, (size_t)completed, sizeof(uint64_t), cmp_u64);
 
 	printf("\nbench_offer: %d agents, %d offers asked, %d in flight, "
 	       "audit synced as in production (group commit)\n",
@@ -724,6 +748,10 @@ main(int argc, char **argv)
 	    pct(lat_prompt, completed, 0.50));
 	printf("%-34s %10.2f\n", "create->prompt p99 (ms)",
 	    pct(lat_prompt, completed, 0.99));
+	printf("%-34s %10.2f\n", "create->ticket.connect p50 (ms)",
+	    pct(lat_conn, completed, 0.50));
+	printf("%-34s %10.2f\n", "create->ticket.connect p99 (ms)",
+	    pct(lat_conn, completed, 0.99));
 	printf("%-34s %10.2f\n", "create->accepted p50 (ms)",
 	    pct(lat_acc, completed, 0.50));
 	printf("%-34s %10.2f\n", "create->accepted p90 (ms)",
