@@ -35,9 +35,12 @@
  * measured and which are extrapolated.
  *
  *   bench_scale [-n 100000] [-c 256] [-k 60] [-i 30] [-b 5] [-s 64]
- *               [-t 900] [-F] [-x]
+ *               [-t 900] [-F] [-x] [-H threads]
  *   -x: no directory (no slapd): phase 3 is skipped.
  *   -C: only make the certificate cache, then exit.
+ *   -H: [broker] handshake_threads (default: the broker's default). The
+ *       broker's CPU is given in all and for its main thread (the event
+ *       loop, /proc/PID/task/PID/stat), which is what bounds its rate.
  *
  * Needs (run.sh scale does the first two when run as root): RLIMIT_NOFILE
  * above N + 1024 for both processes (raised here up to fs.nr_open),
@@ -277,6 +280,29 @@ vmrss_kib(pid_t pid)
 			break;
 	fclose(f);
 	return kib;
+}
+
+/* CPU ms (user + system) of the broker's main thread: its event loop
+ * (the thread whose id is the process id); the rest of the process's CPU
+ * is its handshake, directory, audit and store threads. */
+static long
+broker_main_cpu_ms(void)
+{
+	char path[96], buf[2048], *p;
+	unsigned long ut, st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)br.pid,
+	    (int)br.pid);
+	if (br.pid <= 0 || (f = fopen(path, "r")) == NULL)
+		return -1;
+	p = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	if (p == NULL || (p = strrchr(buf, ')')) == NULL ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+	        &ut, &st) != 2)
+		return -1;
+	return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
 }
 
 static long
@@ -793,12 +819,14 @@ hs_all_done(void *arg)
 }
 
 /* m handshakes; returns the broker's CPU ms per handshake, less its
- * background rate (keepalives) bg_ms_per_s. */
+ * background rate (keepalives) bg_ms_per_s; *main_ms: the same for its
+ * main thread (background bg_main_per_s). */
 static double
-hs_measure(
-    int m, int with_ticket, double bg_ms_per_s, double *per_s, int *resumed)
+hs_measure(int m, int with_ticket, double bg_ms_per_s, double bg_main_per_s,
+    double *per_s, int *resumed, double *main_ms)
 {
 	long c0 = tl_broker_cpu_ms(&br), c1;
+	long mc0 = broker_main_cpu_ms(), mc1;
 	uint64_t t0 = now_ms();
 	double secs, cpu;
 
@@ -809,8 +837,12 @@ hs_measure(
 	hs_start();
 	tl_run_until(base, hs_all_done, NULL, 120000);
 	c1 = tl_broker_cpu_ms(&br);
+	mc1 = broker_main_cpu_ms();
 	secs = (now_ms() - t0) / 1e3;
 	cpu = (double)(c1 - c0) - bg_ms_per_s * secs;
+	*main_ms = hs_done
+	    ? ((double)(mc1 - mc0) - bg_main_per_s * secs) / hs_done
+	    : 0;
 	*per_s = hs_done / secs;
 	*resumed = hs_resumed;
 	return hs_done ? cpu / hs_done : 0;
@@ -1014,7 +1046,7 @@ phase_reset(void)
 
 struct restart_res {
 	double total_s, since_ready_s, down_ms;
-	long full, resumed, tls_fail, cpu_ms;
+	long full, resumed, tls_fail, cpu_ms, main_ms;
 	int up;
 };
 
@@ -1063,6 +1095,7 @@ do_restart(struct restart_res *r)
 	r->resumed = ph_resumed;
 	r->tls_fail = ph_tls_fail;
 	r->cpu_ms = tl_broker_cpu_ms(&br);
+	r->main_ms = broker_main_cpu_ms();
 	return 0;
 }
 
@@ -1072,7 +1105,7 @@ usage(void)
 	fprintf(stderr,
 	    "usage: bench_scale [-n agents] [-c in flight] [-k keepalive s] "
 	    "[-i idle s] [-b backoff cap s] [-s sources] [-t s] [-F] [-x] "
-	    "[-C]\n");
+	    "[-C] [-H handshake threads]\n");
 	exit(2);
 }
 
@@ -1083,15 +1116,18 @@ main(int argc, char **argv)
 	struct tl_broker_opts bo;
 	struct restart_res r1, r2;
 	size_t rss0, rss1, rss2, gen_rss0, gen_rss1;
-	long cpu0, cpu1, cpu2, gcpu0, gcpu1;
+	long cpu0, cpu1, cpu2, gcpu0, gcpu1, mcpu0, mcpu1, mcpu2;
+	int hs_threads = -1; /* -H; -1: the broker's default */
+	char extra[128] = "", hs_desc[24] = "default";
 	uint64_t t0;
 	double conn_s, lm = 0, lx = 0, fm = 0, fx = 0;
 	int ch, made, lcount = 0, ltrunc = 0, fcount = 0, ftrunc = 0;
 	int have_list = 0, rc = 1, hs_m = 0, hs_full_n = 0, hs_res_n = 0;
 	double hs_full_ms = 0, hs_res_ms = 0, hs_full_rate = 0, hs_res_rate = 0;
+	double hs_full_main = 0, hs_res_main = 0;
 	struct timeval tick = {0, TICK_MS * 1000}, kat = {0, 100000};
 
-	while ((ch = getopt(argc, argv, "n:c:k:i:b:s:t:FxC")) != -1) {
+	while ((ch = getopt(argc, argv, "n:c:k:i:b:s:t:FxCH:")) != -1) {
 		switch (ch) {
 		case 'n':
 			nagents = atoi(optarg);
@@ -1122,6 +1158,9 @@ main(int argc, char **argv)
 			break;
 		case 'C':
 			certs_only = 1;
+			break;
+		case 'H':
+			hs_threads = atoi(optarg);
 			break;
 		default:
 			usage();
@@ -1188,6 +1227,12 @@ main(int argc, char **argv)
 		bo.nofile = (unsigned)rl.rlim_cur;
 	}
 	bo.log_level = "warn";
+	if (hs_threads >= 0) {
+		snprintf(extra, sizeof(extra),
+		    "\n[broker]\nhandshake_threads = %d\n", hs_threads);
+		bo.extra = extra;
+		snprintf(hs_desc, sizeof(hs_desc), "%d", hs_threads);
+	}
 	if (tl_broker_setup(&br, &bo) != 0 || conf_adjust() != 0) {
 		fprintf(stderr, "bench_scale: broker setup failed\n");
 		goto out;
@@ -1208,6 +1253,7 @@ main(int argc, char **argv)
 	rss0 = vmrss_kib(br.pid);
 	gen_rss0 = tl_rss_bytes() / 1024;
 	cpu0 = tl_broker_cpu_ms(&br);
+	mcpu0 = broker_main_cpu_ms();
 	gcpu0 = self_cpu_ms();
 	phase_reset();
 	t0 = now_ms();
@@ -1216,6 +1262,7 @@ main(int argc, char **argv)
 	tl_run_until(base, all_up, NULL, (unsigned)tlimit * 1000);
 	conn_s = (now_ms() - t0) / 1e3;
 	cpu1 = tl_broker_cpu_ms(&br);
+	mcpu1 = broker_main_cpu_ms();
 	gcpu1 = self_cpu_ms();
 	rss1 = vmrss_kib(br.pid);
 	printf("phase 1: %d/%d agents registered in %.1f s (%ld full, %ld "
@@ -1229,6 +1276,7 @@ main(int argc, char **argv)
 	pings_sent = pings_ok = pings_fail = 0;
 	tl_run_until(base, NULL, NULL, (unsigned)idle_s * 1000);
 	cpu2 = tl_broker_cpu_ms(&br);
+	mcpu2 = broker_main_cpu_ms();
 	rss2 = vmrss_kib(br.pid);
 	gen_rss1 = tl_rss_bytes() / 1024;
 	printf("phase 2: idle %d s: %ld pings sent, %ld answered, %ld failed, "
@@ -1239,9 +1287,12 @@ main(int argc, char **argv)
 	/* 2b. TLS alone. */
 	{
 		double bg = idle_s ? (double)(cpu2 - cpu1) / idle_s : 0;
+		double bgm = idle_s ? (double)(mcpu2 - mcpu1) / idle_s : 0;
 		int m = nagents < 2000 ? nagents : 2000;
-		hs_full_ms = hs_measure(m, 0, bg, &hs_full_rate, &hs_full_n);
-		hs_res_ms = hs_measure(m, 1, bg, &hs_res_rate, &hs_res_n);
+		hs_full_ms = hs_measure(
+		    m, 0, bg, bgm, &hs_full_rate, &hs_full_n, &hs_full_main);
+		hs_res_ms = hs_measure(
+		    m, 1, bg, bgm, &hs_res_rate, &hs_res_n, &hs_res_main);
 		hs_m = m;
 		printf("phase 2b: %d TLS-only handshakes each way: full %.3f "
 		       "ms broker CPU, resumed (%d of %d) %.3f ms\n",
@@ -1281,15 +1332,17 @@ main(int argc, char **argv)
 	/* The table. */
 	printf("\nbench_scale: %d agents, TLS 1.3 ECDSA P-256, %d in flight, "
 	       "keepalive %d s, %d source addresses, %ld CPUs shared by "
-	       "broker and generator%s\n",
+	       "broker and generator%s, handshake_threads %s\n",
 	    nagents, conc, keepalive, nsrc, sysconf(_SC_NPROCESSORS_ONLN),
-	    no_dir ? ", no directory" : ", slapd directory");
+	    no_dir ? ", no directory" : ", slapd directory", hs_desc);
 	printf("%-52s %14s\n", "figure (measured)", "value");
 	printf("%-52s %14.1f\n", "connect+register, all agents (s)", conn_s);
 	printf("%-52s %14.0f\n", "connect+register rate (agents/s)",
 	    nagents / conn_s);
 	printf("%-52s %14.3f\n", "broker CPU per full connect+register (ms)",
 	    (double)(cpu1 - cpu0) / nagents);
+	printf("%-52s %14.3f\n", "  of which main thread (event loop) (ms)",
+	    (double)(mcpu1 - mcpu0) / nagents);
 	printf("%-52s %14.3f\n", "generator CPU per full connect+register (ms)",
 	    (double)(gcpu1 - gcpu0) / nagents);
 	printf("%-52s %14.0f\n",
@@ -1299,6 +1352,9 @@ main(int argc, char **argv)
 	    hs_full_ms);
 	printf("%-52s %14.3f\n",
 	    "TLS only: broker CPU per resumed handshake (ms)", hs_res_ms);
+	printf("%-52s %8.3f / %.3f\n",
+	    "TLS only: main thread per full / resumed (ms)", hs_full_main,
+	    hs_res_main);
 	printf("%-52s %8d of %d\n", "TLS only: resumed", hs_res_n, hs_m);
 	printf("%-52s %14.0f\n", "TLS only: full handshakes/s per broker CPU",
 	    hs_full_ms > 0 ? 1000 / hs_full_ms : 0);
@@ -1335,6 +1391,8 @@ main(int argc, char **argv)
 	    r1.resumed, r1.full);
 	printf("%-52s %14.3f\n", "restart: broker CPU per agent (ms)",
 	    (double)r1.cpu_ms / nagents);
+	printf("%-52s %14.3f\n", "  of which main thread (event loop) (ms)",
+	    (double)r1.main_ms / nagents);
 	if (full_restart) {
 		printf("%-52s %14.1f\n",
 		    "restart, new ticket key: SIGTERM to all (s)", r2.total_s);
@@ -1344,6 +1402,9 @@ main(int argc, char **argv)
 		printf("%-52s %14.3f\n",
 		    "restart, new key: broker CPU per agent (ms)",
 		    (double)r2.cpu_ms / nagents);
+		printf("%-52s %14.3f\n",
+		    "  of which main thread (event loop) (ms)",
+		    (double)r2.main_ms / nagents);
 	}
 	if (nagents < 100000) {
 		double full = (double)(cpu1 - cpu0) / nagents;
@@ -1355,6 +1416,9 @@ main(int argc, char **argv)
 		    full * 100);
 		printf("%-52s %14.0f\n",
 		    "  broker CPU, 100k resumed reconnects (s)", res * 100);
+		printf("%-52s %14.0f\n",
+		    "  main thread CPU, 100k resumed reconnects (s)",
+		    (double)r1.main_ms / nagents * 100);
 	}
 	rc = r1.up == nagents ? 0 : 1;
 out:
