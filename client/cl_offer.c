@@ -49,6 +49,9 @@
 #define CANCEL_MS 3000
 
 struct cl_offer;
+struct bconn;
+
+typedef void (*authed_fn)(struct bconn *b);
 
 struct bconn {
 	struct cl_offer *o;
@@ -56,6 +59,17 @@ struct bconn {
 	int relay;
 	int authed;
 	int detached;
+	/* Connecting: each address of each broker in turn (bconn_try), the
+	 * reason each one failed kept for the final message. */
+	authed_fn next;
+	struct rp_tls *t;          /* the attempt in progress */
+	struct addrinfo *ai, *cur; /* the broker's addresses, the next one */
+	size_t nb, nb_end;         /* next broker to resolve, end */
+	size_t bi;                 /* the broker being tried */
+	char ip[80];               /* the address being tried */
+	char addr[340];            /* the same, "HOST at ADDR" for a name */
+	char tried[1024];          /* "ADDR: why; ..." */
+	unsigned ntried;
 };
 
 struct pend {
@@ -75,6 +89,9 @@ struct cl_offer {
 	struct rp_tls_ctx *pskctx;
 	struct bconn *main, *rel;
 	struct cl_listen *lis, *vlis;
+	/* the broker that answered (until then the first one configured);
+	 * the relay connection goes to the same one */
+	size_t bi;
 	char host[256], port[16], target[300];
 	/* the ticket */
 	char ticket[40];
@@ -294,6 +311,14 @@ bconn_free(struct bconn *b)
 
 	if (b == NULL)
 		return;
+	if (b->t != NULL) {
+		static const struct rp_tls_cbs none;
+		rp_tls_set_cbs(b->t, &none, NULL);
+		rp_tls_close(b->t);
+		b->t = NULL;
+	}
+	if (b->ai != NULL)
+		freeaddrinfo(b->ai);
 	c = b->c;
 	b->c = NULL;
 	if (c != NULL) {
@@ -303,8 +328,6 @@ bconn_free(struct bconn *b)
 	}
 	free(b);
 }
-
-typedef void (*authed_fn)(struct bconn *b);
 
 struct login {
 	struct bconn *b;
@@ -431,51 +454,75 @@ hello_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 	}
 }
 
-/* Connects, says hello, authenticates, then calls next(b). */
-static struct bconn *
-bconn_open(struct cl_offer *o, int relay, authed_fn next)
+/* Why one address (or a name) failed, for the message if all fail. */
+static void __attribute__((format(printf, 2, 3)))
+bconn_note(struct bconn *b, const char *fmt, ...)
 {
-	struct addrinfo hints, *ai = NULL, *a;
-	struct rp_conn_opts co;
-	struct rp_tls_cbs none;
-	struct bconn *b;
-	struct rp_tls *t = NULL;
-	struct login *l;
-	int r;
+	size_t n = strlen(b->tried);
+	va_list ap;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_family = AF_UNSPEC;
-	r = getaddrinfo(o->host, o->port, &hints, &ai);
-	if (r != 0) {
-		finish(o, CL_EXIT_UNAVAILABLE, "broker %s: %s", o->target,
-		    gai_strerror(r));
-		return NULL;
+	if (n > 0 && n + 2 < sizeof(b->tried)) {
+		memcpy(b->tried + n, "; ", 3);
+		n += 2;
 	}
-	memset(&none, 0, sizeof(none));
-	for (a = ai; a != NULL && t == NULL; a = a->ai_next) {
-		if (a->ai_family != AF_INET && a->ai_family != AF_INET6)
-			continue;
-		t = rp_tls_connect(relay ? o->rctx : o->bctx, o->base,
-		    a->ai_addr, (int)a->ai_addrlen,
-		    o->cfg->server_name ? o->cfg->server_name : o->host, &none,
-		    NULL);
-	}
-	freeaddrinfo(ai);
-	if (t == NULL) {
-		finish(o, CL_EXIT_UNAVAILABLE,
-		    "cannot connect to the broker %s", o->target);
-		return NULL;
-	}
-	if ((b = calloc(1, sizeof(*b))) == NULL ||
-	    (l = calloc(1, sizeof(*l))) == NULL) {
-		free(b);
+	va_start(ap, fmt);
+	vsnprintf(b->tried + n, sizeof(b->tried) - n, fmt, ap);
+	va_end(ap);
+	b->ntried++;
+}
+
+static void
+set_target(struct cl_offer *o, size_t bi)
+{
+	const struct cl_offer_broker *k = &o->cfg->broker[bi];
+
+	o->bi = bi;
+	snprintf(o->host, sizeof(o->host), "%s", k->host);
+	snprintf(o->port, sizeof(o->port), "%s", k->port);
+	snprintf(o->target, sizeof(o->target),
+	    strchr(o->host, ':') ? "[%s]:%s" : "%s:%s", o->host, o->port);
+}
+
+static void bconn_try(struct bconn *b);
+
+static void
+bconn_tls_closed(
+    struct rp_tls *t, enum rp_tls_close_reason why, const char *msg, void *arg)
+{
+	struct bconn *b = arg;
+
+	(void)t;
+	b->t = NULL;
+	bconn_note(b, "%s (%s%s%s)", b->addr, rp_tls_close_reason_name(why),
+	    msg && *msg ? ": " : "", msg ? msg : "");
+	log_info("broker at %s: %s%s%s", b->addr, rp_tls_close_reason_name(why),
+	    msg && *msg ? ": " : "", msg ? msg : "");
+	bconn_try(b);
+}
+
+/* The TLS handshake succeeded: from here on the connection is an RPC
+ * connection; say hello, authenticate, then next(b). */
+static void
+bconn_tls_ready(struct rp_tls *t, void *arg)
+{
+	struct bconn *b = arg;
+	struct cl_offer *o = b->o;
+	struct rp_conn_opts co;
+	struct login *l;
+
+	b->t = NULL;
+	freeaddrinfo(b->ai);
+	b->ai = b->cur = NULL;
+	if (!b->relay)
+		set_target(o, b->bi);
+	if (b->ntried > 0)
+		log_warnx("broker %s answered at %s; before: %s", o->target,
+		    b->ip, b->tried);
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
 		rp_tls_close(t);
 		finish(o, CL_EXIT_UNAVAILABLE, "out of memory");
-		return NULL;
+		return;
 	}
-	b->o = o;
-	b->relay = relay;
 	memset(&co, 0, sizeof(co));
 	co.methods = client_methods;
 	co.nmethods = sizeof(client_methods) / sizeof(client_methods[0]);
@@ -483,15 +530,14 @@ bconn_open(struct cl_offer *o, int relay, authed_fn next)
 	co.ctx = o;
 	co.default_timeout_ms = o->cfg->call_timeout_s * 1000;
 	if ((b->c = rp_conn_new_tls(o->base, t, &co)) == NULL) {
-		free(b);
 		free(l);
 		rp_tls_close(t);
 		finish(o, CL_EXIT_UNAVAILABLE, "out of memory");
-		return NULL;
+		return;
 	}
 	rp_conn_set_data(b->c, b);
 	l->b = b;
-	l->next = next;
+	l->next = b->next;
 	if (rp_conn_call(b->c, "hello",
 	        json_pack("{s:i, s:s, s:s}", "version", RP_PROTOCOL_VERSION,
 	            "role", "helper", "software", SOFTWARE),
@@ -499,7 +545,126 @@ bconn_open(struct cl_offer *o, int relay, authed_fn next)
 		free(l);
 		finish(o, CL_EXIT_UNAVAILABLE, "cannot send hello");
 	}
-	return b;
+}
+
+static const struct rp_tls_cbs bconn_tls_cbs = {
+    .on_ready = bconn_tls_ready,
+    .on_close = bconn_tls_closed,
+};
+
+/* No address of any broker answered. The relay connection only gives up
+ * the relay; the main one ends raoffer. */
+static void
+bconn_unreachable(struct bconn *b)
+{
+	struct cl_offer *o = b->o;
+
+	if (b->relay) {
+		log_warnx("relay connection: cannot reach the broker %s (%s)",
+		    o->target, b->tried);
+		if (o->rel == b)
+			o->rel = NULL;
+		o->relay_waiting = 0;
+		bconn_free(b);
+		return;
+	}
+	if (o->cfg->nbroker == 1)
+		finish(o, CL_EXIT_UNAVAILABLE,
+		    "cannot talk to the broker %s: tried %s", o->target,
+		    b->tried);
+	else
+		finish(o, CL_EXIT_UNAVAILABLE,
+		    "cannot talk to any of the %zu brokers: tried %s",
+		    o->cfg->nbroker, b->tried);
+}
+
+/* Starts the next attempt: the next address of this broker, else the
+ * first address of the next broker. Each attempt is bounded by the TLS
+ * handshake timeout (connect included): [broker] timeout. */
+static void
+bconn_try(struct bconn *b)
+{
+	struct cl_offer *o = b->o;
+	struct addrinfo hints, *a;
+	char h[64], p[16];
+	int r;
+
+	for (;;) {
+		if (b->cur == NULL) {
+			const struct cl_offer_broker *k;
+			if (b->ai != NULL)
+				freeaddrinfo(b->ai);
+			b->ai = NULL;
+			if (b->nb >= b->nb_end) {
+				bconn_unreachable(b);
+				return;
+			}
+			b->bi = b->nb++;
+			k = &o->cfg->broker[b->bi];
+			memset(&hints, 0, sizeof(hints));
+			hints.ai_socktype = SOCK_STREAM;
+			hints.ai_family = AF_UNSPEC;
+			r = getaddrinfo(k->host, k->port, &hints, &b->ai);
+			if (r != 0) {
+				b->ai = NULL;
+				bconn_note(
+				    b, "%s (%s)", k->host, gai_strerror(r));
+				log_info(
+				    "broker %s: %s", k->host, gai_strerror(r));
+				continue;
+			}
+			b->cur = b->ai;
+		}
+		a = b->cur;
+		b->cur = a->ai_next;
+		if (a->ai_family != AF_INET && a->ai_family != AF_INET6)
+			continue;
+		if (getnameinfo(a->ai_addr, a->ai_addrlen, h, sizeof(h), p,
+		        sizeof(p), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+			snprintf(h, sizeof(h), "?");
+		snprintf(b->ip, sizeof(b->ip),
+		    a->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, p);
+		/* "HOST at ADDR" when the name is not the address */
+		if (strcmp(h, o->cfg->broker[b->bi].host) != 0)
+			snprintf(b->addr, sizeof(b->addr), "%s at %s",
+			    o->cfg->broker[b->bi].host, b->ip);
+		else
+			snprintf(b->addr, sizeof(b->addr), "%s", b->ip);
+		log_info("connecting to the broker at %s", b->addr);
+		b->t = rp_tls_connect(b->relay ? o->rctx : o->bctx, o->base,
+		    a->ai_addr, (int)a->ai_addrlen,
+		    o->cfg->server_name ? o->cfg->server_name
+		                        : o->cfg->broker[b->bi].host,
+		    &bconn_tls_cbs, b);
+		if (b->t != NULL)
+			return;
+		bconn_note(b, "%s (cannot open a socket)", b->addr);
+	}
+}
+
+/* Opens o->main, or o->rel: connects (to each broker configured in
+ * turn; a relay connection to the one that answered), says hello,
+ * authenticates, then calls next(b). An unreachable broker is reported by
+ * bconn_unreachable. */
+static void
+bconn_open(struct cl_offer *o, int relay, authed_fn next)
+{
+	struct bconn *b;
+
+	if ((b = calloc(1, sizeof(*b))) == NULL) {
+		finish(o, CL_EXIT_UNAVAILABLE, "out of memory");
+		return;
+	}
+	b->o = o;
+	b->relay = relay;
+	b->next = next;
+	b->nb = relay ? o->bi : 0;
+	b->nb_end = relay ? o->bi + 1 : o->cfg->nbroker;
+	if (relay)
+		o->rel = b;
+	else
+		o->main = b;
+	bconn_try(b); /* may free b (a relay connection, no address) */
 }
 
 /* ---- the session: agent <-> viewer ---------------------------------------- */
@@ -946,7 +1111,7 @@ start_relay(struct cl_offer *o)
 		return;
 	}
 	o->relay_joins++;
-	o->rel = bconn_open(o, 1, relay_authed);
+	bconn_open(o, 1, relay_authed);
 }
 
 static void
@@ -1594,7 +1759,7 @@ setup_listeners(struct cl_offer *o)
 	const struct cl_offer_config *cfg = o->cfg;
 	const char *lo = "127.0.0.1";
 	char err[512], **auto_addrs = NULL;
-	size_t nauto = 0;
+	size_t i, nauto = 0;
 
 	o->vlis = cl_listen_new(o->base, &lo, 1, cfg->viewer_port,
 	    viewer_accept, o, err, sizeof(err));
@@ -1610,12 +1775,15 @@ setup_listeners(struct cl_offer *o)
 		    (const char *const *)cfg->listen, cfg->nlisten, cfg->port,
 		    direct_accept, o, err, sizeof(err));
 	} else {
-		/* The broker's address decides whether loopback is useful. */
+		/* The brokers' addresses decide whether loopback is useful. */
 		int lb = 0;
 		struct addrinfo hints, *ai = NULL, *a;
 		memset(&hints, 0, sizeof(hints));
 		hints.ai_socktype = SOCK_STREAM;
-		if (getaddrinfo(o->host, o->port, &hints, &ai) == 0) {
+		for (i = 0; i < cfg->nbroker; i++) {
+			if (getaddrinfo(cfg->broker[i].host,
+			        cfg->broker[i].port, &hints, &ai) != 0)
+				continue;
 			for (a = ai; a != NULL; a = a->ai_next)
 				if ((a->ai_family == AF_INET &&
 				        (ntohl(
@@ -1667,10 +1835,7 @@ cl_offer_run(const struct cl_offer_config *cfg, const char *plain_initial)
 	o->code = CL_EXIT_UNAVAILABLE;
 	if (cfg->arg != NULL)
 		snprintf(o->machine, sizeof(o->machine), "%s", cfg->arg);
-	snprintf(o->host, sizeof(o->host), "%s", cfg->broker_host);
-	snprintf(o->port, sizeof(o->port), "%s", cfg->broker_port);
-	snprintf(o->target, sizeof(o->target),
-	    strchr(o->host, ':') ? "[%s]:%s" : "%s:%s", o->host, o->port);
+	set_target(o, 0);
 	o->base = event_base_new();
 	o->hold = evbuffer_new();
 	if (o->base == NULL || o->hold == NULL) {
@@ -1725,7 +1890,7 @@ cl_offer_run(const struct cl_offer_config *cfg, const char *plain_initial)
 	watch_stdin(o);
 	/* Seed 000: listen first, advertise what was bound. */
 	if (setup_listeners(o) == 0)
-		o->main = bconn_open(o, 0, main_authed);
+		bconn_open(o, 0, main_authed);
 	if (!o->done)
 		event_base_dispatch(o->base);
 	code = o->code;

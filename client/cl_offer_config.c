@@ -51,8 +51,10 @@ cl_offer_config_free(struct cl_offer_config *c)
 	if (c == NULL)
 		return;
 	free(c->config_path);
-	free(c->broker_host);
-	free(c->broker_port);
+	for (i = 0; i < c->nbroker; i++) {
+		free(c->broker[i].host);
+		free(c->broker[i].port);
+	}
 	free(c->server_name);
 	free(c->ca);
 	free(c->user);
@@ -182,7 +184,7 @@ set_str(char **dst, const char *v)
 }
 
 static int
-set_broker(struct cl_offer_config *c, const char *v, char *err, size_t el)
+add_broker(struct cl_offer_config *c, const char *v, char *err, size_t el)
 {
 	char *h = NULL, *p = NULL;
 
@@ -193,11 +195,40 @@ set_broker(struct cl_offer_config *c, const char *v, char *err, size_t el)
 		    v);
 		return -1;
 	}
-	free(c->broker_host);
-	free(c->broker_port);
-	c->broker_host = h;
-	c->broker_port = p;
+	if (c->nbroker >= CL_OFFER_MAX_BROKERS) {
+		free(h);
+		free(p);
+		snprintf(err, el, "more than %d broker addresses",
+		    CL_OFFER_MAX_BROKERS);
+		return -1;
+	}
+	c->broker[c->nbroker].host = h;
+	c->broker[c->nbroker].port = p;
+	c->nbroker++;
 	return 0;
+}
+
+/* "HOST:PORT[, HOST:PORT...]" (commas or spaces) replaces the list. */
+static int
+set_brokers(struct cl_offer_config *c, const char *v, char *err, size_t el)
+{
+	char *copy = strdup(v), *tok, *save = NULL;
+	int r = 0;
+
+	if (copy == NULL)
+		return -1;
+	while (c->nbroker > 0) {
+		c->nbroker--;
+		free(c->broker[c->nbroker].host);
+		free(c->broker[c->nbroker].port);
+	}
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL && r == 0;
+	     tok = strtok_r(NULL, " \t,", &save))
+		r = add_broker(c, tok, err, el);
+	if (r == 0 && c->nbroker == 0)
+		r = add_broker(c, v, err, el); /* says what is wrong */
+	free(copy);
+	return r;
 }
 
 static int
@@ -362,7 +393,7 @@ apply_key(
 
 	switch (id) {
 	case K_BROKER_ADDRESS:
-		return set_broker(c, v, err, el);
+		return set_brokers(c, v, err, el);
 	case K_BROKER_SERVER_NAME:
 		return set_str(&c->server_name, v);
 	case K_BROKER_CA:
@@ -564,7 +595,8 @@ cl_offer_usage(FILE *f)
 	    "  -c, --config FILE       settings (default " CL_OFFER_DEFAULT_CONF
 	    ",\n"
 	    "                          if present; 'none': no file)\n"
-	    "  -b, --broker HOST:PORT  the broker\n"
+	    "  -b, --broker HOST:PORT  the broker (\"A:P,B:P\": tried in "
+	    "turn)\n"
 	    "      --server-name NAME  the broker's certificate name (default "
 	    "HOST)\n"
 	    "      --ca FILE           the organisation's CA (PEM)\n"
@@ -675,7 +707,7 @@ parse_options(struct cl_offer_config *c, int argc, char **argv, int *optout,
 		case 'c':
 			break;
 		case 'b':
-			r = set_broker(c, v, err, el);
+			r = set_brokers(c, v, err, el);
 			break;
 		case O_SERVER_NAME:
 			r = set_str(&c->server_name, v);
@@ -894,7 +926,7 @@ cl_offer_config_check(const struct cl_offer_config *c, char *err, size_t errlen)
 	    : c->cert != NULL ? CL_SASL_EXTERNAL
 	                      : CL_SASL_PLAIN;
 
-	if (c->broker_host == NULL) {
+	if (c->nbroker == 0) {
 		snprintf(err, errlen,
 		    "no broker: --broker HOST:PORT or [broker] address");
 		return -1;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #define CL_OFFER_MAX_LISTEN 16
+#define CL_OFFER_MAX_BROKERS 8
 #define CL_OFFER_DEFAULT_CONF "/etc/rabroker/raoffer.conf"
 
 /* Exit codes (docs/HELPER.md). */
@@ -34,11 +35,16 @@ enum cl_offer_cmd {
 	CL_CMD_CONTROL,
 };
 
+struct cl_offer_broker {
+	char *host, *port;
+};
+
 struct cl_offer_config {
 	char *config_path; /* the file read, or NULL */
-	/* [broker] */
-	char *broker_host, *broker_port;
-	char *server_name; /* NULL: broker_host */
+	/* [broker]: tried in this order, each address of each name */
+	struct cl_offer_broker broker[CL_OFFER_MAX_BROKERS];
+	size_t nbroker;
+	char *server_name; /* NULL: the broker's host */
 	char *ca;
 	/* [auth] */
 	char *user;

@@ -1220,6 +1220,105 @@ START_TEST(test_control_keys)
 }
 END_TEST
 
+/* A listening socket on 127.0.0.1 that never accepts: the kernel
+ * completes the TCP handshake, nobody answers the ClientHello. */
+static int
+silent_listener(unsigned *port)
+{
+	struct sockaddr_in sin;
+	socklen_t sl = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(fd, 8), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+	*port = ntohs(sin.sin_port);
+	return fd;
+}
+
+/* Runs "raoffer -c CONF machines" ([broker] address = addrs, timeout
+ * 2s); its exit status, stderr in *err. */
+static int
+raoffer_brokers(const char *addrs, char **err)
+{
+	static char bin[700], vp[16], conf[4096];
+	const char *argv[16];
+	int n = 0;
+	pid_t pid;
+	int rc;
+
+	snprintf(conf, sizeof(conf),
+	    "[broker]\naddress = %s\ntimeout = 2s\nca = %s\n"
+	    "[auth]\nuser = CORP\\alice\npassword_file = %s\n",
+	    addrs, tl_path(br.pki, "ca.pem"), tl_path(dir, "alice.pw"));
+	write_file(tl_path(dir, "brokers.conf"), conf, 0600);
+	snprintf(bin, sizeof(bin), "%s/client/raoffer", build_dir());
+	snprintf(vp, sizeof(vp), "%u", viewer_port_free());
+	argv[n++] = bin;
+	argv[n++] = "-c";
+	argv[n++] = tl_path(dir, "brokers.conf");
+	argv[n++] = "--viewer-port";
+	argv[n++] = vp;
+	argv[n++] = "machines";
+	argv[n] = NULL;
+	pid = spawn(
+	    argv, tl_path(dir, "brokers.out"), tl_path(dir, "brokers.err"));
+	rc = wait_exit(pid, T_WAIT);
+	*err = read_file(tl_path(dir, "brokers.err"));
+	return rc;
+}
+
+/* Several broker addresses: each is tried in turn, each bounded by
+ * [broker] timeout; the first that answers is used and the ones before
+ * are named with their reason; when none answers, every one is named. */
+START_TEST(test_broker_addresses)
+{
+	unsigned refused = tl_free_port(), quiet;
+	int sfd = silent_listener(&quiet), rc;
+	char addrs[256], want[128], *e;
+	uint64_t t0;
+
+	snprintf(addrs, sizeof(addrs),
+	    "127.0.0.1:%u, 127.0.0.1:%u 127.0.0.1:%u", refused, quiet, br.port);
+	t0 = tl_now_ms();
+	rc = raoffer_brokers(addrs, &e);
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, e);
+	ck_assert_msg(tl_now_ms() - t0 < 10000, "took %llu ms",
+	    (unsigned long long)(tl_now_ms() - t0));
+	snprintf(
+	    want, sizeof(want), "answered at 127.0.0.1:%u; before: ", br.port);
+	ck_assert_msg(strstr(e, want) != NULL, "%s", e);
+	snprintf(want, sizeof(want), "127.0.0.1:%u (connection error", refused);
+	ck_assert_msg(strstr(e, want) != NULL && strstr(e, "refused"), "%s", e);
+	snprintf(want, sizeof(want), "127.0.0.1:%u (handshake timeout", quiet);
+	ck_assert_msg(strstr(e, want) != NULL, "%s", e);
+	free(e);
+	e = read_file(tl_path(dir, "brokers.out"));
+	ck_assert_msg(strstr(e, WS42) != NULL, "machines: %s", e);
+	free(e);
+
+	/* none answers: unavailable (3), every address with its reason */
+	snprintf(
+	    addrs, sizeof(addrs), "127.0.0.1:%u 127.0.0.1:%u", refused, quiet);
+	rc = raoffer_brokers(addrs, &e);
+	ck_assert_msg(rc == 3, "exit %d: %s", rc, e);
+	snprintf(want, sizeof(want),
+	    "cannot talk to any of the 2 brokers: tried 127.0.0.1:%u "
+	    "(connection error",
+	    refused);
+	ck_assert_msg(strstr(e, want) != NULL, "%s", e);
+	snprintf(
+	    want, sizeof(want), "; 127.0.0.1:%u (handshake timeout", quiet);
+	ck_assert_msg(strstr(e, want) != NULL, "%s", e);
+	free(e);
+	close(sfd);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -1239,6 +1338,7 @@ suite(void)
 	tcase_add_test(tc, test_sigint_cancels);
 	tcase_add_test(tc, test_viewer_cmd);
 	tcase_add_test(tc, test_control_keys);
+	tcase_add_test(tc, test_broker_addresses);
 	suite_add_tcase(s, tc);
 	return s;
 }

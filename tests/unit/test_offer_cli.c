@@ -133,8 +133,8 @@ START_TEST(test_ini_good)
 	ck_assert_int_eq(cl_offer_config_parse(
 	                     c, "raoffer.conf", good_ini, err, sizeof(err)),
 	    0);
-	ck_assert_str_eq(c->broker_host, "broker.corp.example");
-	ck_assert_str_eq(c->broker_port, "4433");
+	ck_assert_str_eq(c->broker[0].host, "broker.corp.example");
+	ck_assert_str_eq(c->broker[0].port, "4433");
 	ck_assert_str_eq(c->server_name, "rabroker.corp.example");
 	ck_assert_uint_eq(c->call_timeout_s, 20);
 	ck_assert_str_eq(c->user, "CORP\\alice");
@@ -342,6 +342,59 @@ START_TEST(test_args_errors)
 }
 END_TEST
 
+/* Several brokers: a list in [broker] address or one --broker value,
+ * tried in order; each --broker replaces the whole list. */
+START_TEST(test_broker_list)
+{
+	struct cl_offer_config *c = cl_offer_config_new();
+	char err[1024];
+
+	ck_assert_int_eq(cl_offer_config_parse(c, "b.conf",
+	                     "[broker]\naddress = a.example:1, [::1]:2 "
+	                     "127.0.0.1:3\n",
+	                     err, sizeof(err)),
+	    0);
+	ck_assert_uint_eq(c->nbroker, 3);
+	ck_assert_str_eq(c->broker[0].host, "a.example");
+	ck_assert_str_eq(c->broker[1].host, "::1");
+	ck_assert_str_eq(c->broker[1].port, "2");
+	ck_assert_str_eq(c->broker[2].port, "3");
+	cl_offer_config_free(c);
+	c = cl_offer_config_new();
+	ck_assert_int_eq(cl_offer_config_parse(c, "b.conf",
+	                     "[broker]\naddress = a:1,b:2,c:3,d:4,e:5,f:6,"
+	                     "g:7,h:8,i:9\n",
+	                     err, sizeof(err)),
+	    -1);
+	ck_assert_msg(
+	    strstr(err, "b.conf:2: more than 8 broker addresses"), "%s", err);
+	cl_offer_config_free(c);
+	c = cl_offer_config_new();
+	ck_assert_int_eq(
+	    cl_offer_config_parse(c, "b.conf",
+	        "[broker]\naddress = a:1, nope\n", err, sizeof(err)),
+	    -1);
+	ck_assert_msg(
+	    strstr(err, "b.conf:2: broker \"nope\": expected"), "%s", err);
+	cl_offer_config_free(c);
+
+	put("b.conf", "[broker]\naddress = a:1, b:2\n", 0644);
+	ck_assert_int_eq(
+	    args(&c, err, sizeof(err), "-c", tpath("b.conf"), "--ca", "/ca.pem",
+	        "-u", "a", "-b", "x:7", "-b", "y:8,[::1]:9", "m", NULL),
+	    0);
+	ck_assert_uint_eq(c->nbroker, 2);
+	ck_assert_str_eq(c->broker[0].host, "y");
+	ck_assert_str_eq(c->broker[1].host, "::1");
+	cl_offer_config_free(c);
+	ck_assert_int_eq(args(&c, err, sizeof(err), "-c", "none", "--ca",
+	                     "/ca.pem", "-u", "a", "-b", ",", "m", NULL),
+	    -1);
+	ck_assert_msg(strstr(err, "broker \",\": expected"), "%s", err);
+	cl_offer_config_free(c);
+}
+END_TEST
+
 START_TEST(test_args_override_file)
 {
 	struct cl_offer_config *c;
@@ -358,8 +411,8 @@ START_TEST(test_args_override_file)
 	ck_assert_str_eq(c->listen[0], "127.0.0.1");
 	ck_assert_int_eq(c->control, 0);
 	ck_assert_uint_eq(c->port, 0);
-	ck_assert_str_eq(c->broker_host, "::1");
-	ck_assert_str_eq(c->broker_port, "9999");
+	ck_assert_str_eq(c->broker[0].host, "::1");
+	ck_assert_str_eq(c->broker[0].port, "9999");
 	/* untouched: from the file */
 	ck_assert_str_eq(c->user, "CORP\\alice");
 	ck_assert_uint_eq(c->viewer_port, 5901);
@@ -792,7 +845,7 @@ START_TEST(test_deploy_example)
 	    src != NULL && *src ? src : RABROKER_SOURCE_DIR);
 	ck_assert_msg(
 	    cl_offer_config_load(c, path, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_str_eq(c->broker_host, "broker.corp.example");
+	ck_assert_str_eq(c->broker[0].host, "broker.corp.example");
 	ck_assert_str_eq(c->user, "CORP\\alice");
 	ck_assert_uint_eq(c->nlisten, 0);
 	ck_assert_uint_eq(c->timeout_s, 120);
@@ -823,6 +876,7 @@ suite(void)
 	tcase_add_test(tc, test_local_addrs);
 	tcase_add_test(tc, test_password_file);
 	tcase_add_test(tc, test_deploy_example);
+	tcase_add_test(tc, test_broker_list);
 	tcase_add_test(tc, test_password_tty_no_echo);
 	suite_add_tcase(s, tc);
 	return s;
