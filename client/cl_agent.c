@@ -27,6 +27,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <gnutls/crypto.h>
@@ -87,6 +88,12 @@ struct cl_agent {
 	unsigned keepalive_s;
 	struct event *retry, *ping, *poll;
 	int stopping;
+	/* the broker's name, looked up on the loop (evdns) */
+	struct evdns_base *dns;
+	struct lookup *lookup;                     /* in progress, or NULL */
+	struct event *lookup_timer;                /* resolve_timeout */
+	struct evutil_addrinfo *addrs, *next_addr; /* being tried in turn */
+	unsigned naddrs, addr_idx;
 	char fqdn[256];
 	/* sessions */
 	struct cl_session *sess;
@@ -103,7 +110,17 @@ struct cl_agent {
 	size_t nctl;
 };
 
+/* One broker name lookup. evdns calls back even for a cancelled request
+ * (on a later loop turn), so the record is its own allocation, freed by
+ * that callback; a == NULL once the agent no longer wants the answer. */
+struct lookup {
+	struct cl_agent *a;
+	struct evdns_getaddrinfo_request *req;
+};
+
 static void agent_connect(struct cl_agent *a);
+static void connect_next(struct cl_agent *a);
+static void addrs_clear(struct cl_agent *a);
 static void ticket_free(struct aticket *t);
 
 /* ---- tickets ---------------------------------------------------------- */
@@ -888,6 +905,7 @@ tls_ready(struct rp_tls *t, void *arg)
 	struct rp_conn_opts o;
 
 	a->tls = NULL;
+	addrs_clear(a);
 	memset(&o, 0, sizeof(o));
 	o.methods = agent_methods;
 	o.nmethods = sizeof(agent_methods) / sizeof(agent_methods[0]);
@@ -918,12 +936,17 @@ tls_closed(
 {
 	struct cl_agent *a = arg;
 
-	(void)t;
-	if (a->tls == t)
+	log_warnx("broker %s:%s%s%s: %s%s%s", a->cfg->broker_host,
+	    a->cfg->broker_port, a->naddrs > 1 ? " at " : "",
+	    a->naddrs > 1 ? rp_tls_peer_addr(t) : "",
+	    rp_tls_close_reason_name(why), msg && *msg ? ": " : "",
+	    msg ? msg : "");
+	if (a->tls == t) {
+		/* This attempt's address failed: the next one, if any. */
 		a->tls = NULL;
-	log_warnx("broker %s:%s: %s%s%s", a->cfg->broker_host,
-	    a->cfg->broker_port, rp_tls_close_reason_name(why),
-	    msg && *msg ? ": " : "", msg ? msg : "");
+		connect_next(a);
+		return;
+	}
 	schedule_retry(a);
 }
 
@@ -932,36 +955,191 @@ static const struct rp_tls_cbs broker_tls_cbs = {
     .on_close = tls_closed,
 };
 
+/* Forgets the addresses of the last lookup. */
+static void
+addrs_clear(struct cl_agent *a)
+{
+	if (a->addrs != NULL)
+		evutil_freeaddrinfo(a->addrs);
+	a->addrs = a->next_addr = NULL;
+	a->naddrs = a->addr_idx = 0;
+}
+
+/* Connects to the next address of the lookup; after the last one the
+ * attempt has failed and is retried with backoff. */
+static void
+connect_next(struct cl_agent *a)
+{
+	struct rp_tls_connect_extra x;
+	char host[NI_MAXHOST];
+
+	while (!a->stopping && a->next_addr != NULL) {
+		struct evutil_addrinfo *ai = a->next_addr;
+
+		a->next_addr = ai->ai_next;
+		a->addr_idx++;
+		if (getnameinfo(ai->ai_addr, (socklen_t)ai->ai_addrlen, host,
+		        sizeof(host), NULL, 0, NI_NUMERICHOST) != 0)
+			snprintf(host, sizeof(host), "?");
+		log_debug("broker %s:%s: connecting to %s (address %u of %u)",
+		    a->cfg->broker_host, a->cfg->broker_port, host, a->addr_idx,
+		    a->naddrs);
+		memset(&x, 0, sizeof(x));
+		x.session = a->tls_session;
+		x.session_len = a->tls_session_len;
+		a->tls = rp_tls_connect_ex(a->tls_ctx, a->base, ai->ai_addr,
+		    (int)ai->ai_addrlen, a->cfg->server_name, &x,
+		    &broker_tls_cbs, a);
+		if (a->tls != NULL)
+			return;
+		log_warnx("cannot connect to the broker %s:%s at %s",
+		    a->cfg->broker_host, a->cfg->broker_port, host);
+	}
+	addrs_clear(a);
+	schedule_retry(a);
+}
+
+/* A lookup's answer: try its addresses, or count a failed attempt. */
+static void
+lookup_result(struct cl_agent *a, int r, struct evutil_addrinfo *res)
+{
+	a->lookup = NULL;
+	evtimer_del(a->lookup_timer);
+	if (r != 0 || res == NULL) {
+		log_warnx("broker %s: name lookup failed: %s",
+		    a->cfg->broker_host,
+		    r != 0 ? evutil_gai_strerror(r) : "no address");
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		schedule_retry(a);
+		return;
+	}
+	addrs_clear(a);
+	a->addrs = a->next_addr = res;
+	for (struct evutil_addrinfo *i = res; i != NULL; i = i->ai_next)
+		a->naddrs++;
+	connect_next(a);
+}
+
+/* evdns' callback: answer, failure, or the cancel of a lookup the agent
+ * dropped (then only the record is freed). */
+static void
+lookup_done(int r, struct evutil_addrinfo *res, void *arg)
+{
+	struct lookup *l = arg;
+	struct cl_agent *a = l->a;
+
+	free(l);
+	if (a == NULL) {
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		return;
+	}
+	lookup_result(a, r, res);
+}
+
+/* Drops a lookup in progress; its callback still comes (and frees it)
+ * on a later turn of the loop, without touching the agent. */
+static void
+lookup_cancel(struct cl_agent *a)
+{
+	struct lookup *l = a->lookup;
+
+	if (l == NULL)
+		return;
+	a->lookup = NULL;
+	l->a = NULL;
+	evtimer_del(a->lookup_timer);
+	if (l->req != NULL)
+		evdns_getaddrinfo_cancel(l->req);
+}
+
+static void
+lookup_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct cl_agent *a = arg;
+
+	(void)fd;
+	(void)ev;
+	log_warnx("broker %s: name lookup failed: no answer within %u s",
+	    a->cfg->broker_host, a->cfg->resolve_timeout_s);
+	lookup_cancel(a);
+	schedule_retry(a);
+}
+
+/* The resolver on the agent's loop: /etc/resolv.conf and /etc/hosts, or
+ * [agent] nameserver and /etc/hosts. */
+static struct evdns_base *
+dns_new(struct event_base *base, const struct cl_agent_config *cfg)
+{
+	struct evdns_base *d;
+
+	if (cfg->nameserver == NULL) {
+		d = evdns_base_new(base,
+		    EVDNS_BASE_INITIALIZE_NAMESERVERS |
+		        EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+		return d;
+	}
+	d = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (d == NULL)
+		return NULL;
+	(void)evdns_base_load_hosts(d, NULL);
+	if (evdns_base_nameserver_ip_add(d, cfg->nameserver) != 0) {
+		evdns_base_free(d, 0);
+		return NULL;
+	}
+	return d;
+}
+
+/* One connection attempt: look the broker's name up (a numeric address
+ * needs no lookup), then try its addresses in turn. */
 static void
 agent_connect(struct cl_agent *a)
 {
-	struct addrinfo hints, *res = NULL;
-	struct rp_tls_connect_extra x;
-	int r;
+	struct evutil_addrinfo hints, *res = NULL;
+	struct evdns_getaddrinfo_request *req;
+	struct lookup *l;
+	struct timeval tv;
 
-	if (a->stopping || a->conn != NULL || a->tls != NULL)
+	if (a->stopping || a->conn != NULL || a->tls != NULL ||
+	    a->lookup != NULL)
 		return;
+	addrs_clear(a);
 	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	r = getaddrinfo(a->cfg->broker_host, a->cfg->broker_port, &hints, &res);
-	if (r != 0 || res == NULL) {
-		log_warnx(
-		    "broker %s: %s", a->cfg->broker_host, gai_strerror(r));
+	hints.ai_protocol = IPPROTO_TCP;
+	hints.ai_flags = EVUTIL_AI_NUMERICSERV | EVUTIL_AI_NUMERICHOST;
+	if (evutil_getaddrinfo(
+	        a->cfg->broker_host, a->cfg->broker_port, &hints, &res) == 0 &&
+	    res != NULL) {
+		lookup_result(a, 0, res); /* numeric: no DNS */
+		return;
+	}
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		log_warnx("broker %s: out of memory", a->cfg->broker_host);
 		schedule_retry(a);
 		return;
 	}
-	memset(&x, 0, sizeof(x));
-	x.session = a->tls_session;
-	x.session_len = a->tls_session_len;
-	a->tls = rp_tls_connect_ex(a->tls_ctx, a->base, res->ai_addr,
-	    (int)res->ai_addrlen, a->cfg->server_name, &x, &broker_tls_cbs, a);
-	freeaddrinfo(res);
-	if (a->tls == NULL) {
-		log_warnx("cannot connect to the broker %s:%s",
-		    a->cfg->broker_host, a->cfg->broker_port);
-		schedule_retry(a);
+	l->a = a;
+	a->lookup = l;
+	tv.tv_sec = a->cfg->resolve_timeout_s;
+	tv.tv_usec = 0;
+	evtimer_add(a->lookup_timer, &tv);
+	hints.ai_flags = EVUTIL_AI_NUMERICSERV | EVUTIL_AI_ADDRCONFIG;
+	req = evdns_getaddrinfo(a->dns, a->cfg->broker_host,
+	    a->cfg->broker_port, &hints, lookup_done, l);
+	/* An answer from /etc/hosts (or an immediate failure) has already
+	 * been handled: l is freed and a->lookup is NULL. */
+	if (a->lookup != l)
+		return;
+	if (req == NULL) { /* no callback came and none will */
+		a->lookup = NULL;
+		free(l);
+		lookup_result(a, EVUTIL_EAI_FAIL, NULL);
+		return;
 	}
+	l->req = req;
 }
 
 static void
@@ -1314,10 +1492,17 @@ cl_agent_new(struct event_base *base, const struct cl_agent_config *cfg,
 	o.stream = 1;
 	a->relay_ctx = a->tls_ctx ? rp_tls_ctx_new(&o, err, errlen) : NULL;
 	a->retry = evtimer_new(base, retry_cb, a);
+	a->lookup_timer = evtimer_new(base, lookup_timeout_cb, a);
+	a->dns = dns_new(base, cfg);
 	a->ping = event_new(base, -1, EV_PERSIST, ping_cb, a);
 	a->poll = event_new(base, -1, EV_PERSIST, poll_cb, a);
+	if (a->tls_ctx != NULL && a->relay_ctx != NULL && a->dns == NULL)
+		snprintf(err, errlen, "cannot set up the resolver%s%s",
+		    cfg->nameserver ? " with nameserver " : "",
+		    cfg->nameserver ? cfg->nameserver : "");
 	if (a->tls_ctx == NULL || a->relay_ctx == NULL || a->retry == NULL ||
-	    a->ping == NULL || a->poll == NULL) {
+	    a->lookup_timer == NULL || a->dns == NULL || a->ping == NULL ||
+	    a->poll == NULL) {
 		cl_agent_free(a);
 		return NULL;
 	}
@@ -1353,6 +1538,8 @@ cl_agent_stop(struct cl_agent *a)
 
 	a->stopping = 1;
 	evtimer_del(a->retry);
+	lookup_cancel(a);
+	addrs_clear(a);
 	evtimer_del(a->ping);
 	evtimer_del(a->poll);
 	if (a->mon_ev != NULL)
@@ -1389,6 +1576,14 @@ cl_agent_free(struct cl_agent *a)
 	}
 	if (a->conn != NULL)
 		rp_conn_unref(a->conn);
+	/* A lookup still running (free without stop): its record is freed
+	 * by the cancel's callback if the loop turns again. */
+	lookup_cancel(a);
+	addrs_clear(a);
+	if (a->dns != NULL)
+		evdns_base_free(a->dns, 0);
+	if (a->lookup_timer)
+		event_free(a->lookup_timer);
 	if (a->retry)
 		event_free(a->retry);
 	if (a->ping)

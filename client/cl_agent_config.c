@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/util.h>
 
 #include "rp_cfg.h"
 #include "cl_agent_config.h"
@@ -205,6 +208,18 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 		if (v_uint(value, 1, 3600, &u))
 			BAD("backoff_cap: seconds 1..3600");
 		c->backoff_cap_ms = u * 1000;
+	} else if (!strcmp(key, "agent.resolve_timeout")) {
+		if (v_uint(value, 1, 300, &c->resolve_timeout_s))
+			BAD("resolve_timeout: seconds 1..300");
+	} else if (!strcmp(key, "agent.nameserver")) {
+		struct sockaddr_storage ss;
+		int sl = (int)sizeof(ss);
+		if (evutil_parse_sockaddr_port(
+		        value, (struct sockaddr *)&ss, &sl) != 0)
+			BAD("nameserver: expected an IP address with an "
+			    "optional :port, got \"%s\"",
+			    value);
+		v_str(p, value, &c->nameserver);
 	} else if (!strcmp(key, "agent.stable")) {
 		if (v_uint(value, 1, 86400, &c->stable_s))
 			BAD("stable: seconds 1..86400");
@@ -277,6 +292,7 @@ defaults(struct cl_agent_config *c)
 	c->backoff_base_ms = 1000;
 	c->backoff_cap_ms = 60000;
 	c->stable_s = 60;
+	c->resolve_timeout_s = 10;
 	c->source = CL_SESS_LOGIND;
 	c->poll_s = 5;
 	c->prompt = CL_PROMPT_TERMINAL;
@@ -386,6 +402,7 @@ cl_agent_config_free(struct cl_agent_config *c)
 	free(c->state_dir);
 	free(c->domain);
 	free(c->control_group);
+	free(c->nameserver);
 	for (size_t i = 0; i < c->nstat; i++) {
 		free(c->stat[i].user);
 		free(c->stat[i].kind);

@@ -35,11 +35,13 @@ struct cl_agent_config {
 	char *ca, *cert, *key;
 	char *fqdn; /* NULL: the certificate's identity */
 	char *state_dir;
-	char *domain;             /* prefix for logind user names: "CORP" */
-	char *control_group;      /* group allowed on the control socket */
-	unsigned backoff_base_ms; /* reconnect: first delay */
-	unsigned backoff_cap_ms;  /* reconnect: largest delay */
-	unsigned stable_s;        /* connection up this long resets backoff */
+	char *domain;               /* prefix for logind user names: "CORP" */
+	char *control_group;        /* group allowed on the control socket */
+	unsigned backoff_base_ms;   /* reconnect: first delay */
+	unsigned backoff_cap_ms;    /* reconnect: largest delay */
+	unsigned stable_s;          /* connection up this long resets backoff */
+	unsigned resolve_timeout_s; /* broker name lookup, all of it */
+	char *nameserver; /* "IP[:port]": instead of /etc/resolv.conf's */
 	/* [sessions] */
 	enum cl_sessions_source source;
 	unsigned poll_s;

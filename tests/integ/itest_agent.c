@@ -26,6 +26,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <gnutls/gnutls.h>
 
@@ -243,6 +244,9 @@ agent_bin(void)
 
 static int agent_raw;            /* protocol raw with a no-op start_command */
 static uint16_t target_override; /* a real VNC server instead of rfb */
+static const char *agent_broker; /* "host:port" instead of 127.0.0.1 */
+static char agent_extra[256];    /* more [agent] lines */
+static int agent_nowait;         /* do not wait for agent_online */
 
 static void
 agent_start(int relay, unsigned connect_timeout)
@@ -267,9 +271,16 @@ agent_start(int relay, unsigned connect_timeout)
 	snprintf(text, sizeof(text),
 	    "#!/bin/sh\necho \"$1 $2\" >> '%s/start.log'\nexit 0\n", agent_dir);
 	write_file(start, text, 0755);
+	char broker[300];
+
+	if (agent_broker != NULL)
+		snprintf(broker, sizeof(broker), "%s", agent_broker);
+	else
+		snprintf(broker, sizeof(broker), "127.0.0.1:%u", br.port);
 	snprintf(text, sizeof(text),
 	    "[agent]\n"
-	    "broker = 127.0.0.1:%u\n"
+	    "broker = %s\n"
+	    "%s"
 	    "server_name = localhost\n"
 	    "ca = %s/ca.pem\n"
 	    "cert = %s/ws-042.pem\n"
@@ -290,7 +301,7 @@ agent_start(int relay, unsigned connect_timeout)
 	    "%s%s\n"
 	    "[log]\n"
 	    "level = %s\n",
-	    br.port, br.pki, br.pki, br.pki, agent_dir, script,
+	    broker, agent_extra, br.pki, br.pki, br.pki, agent_dir, script,
 	    target_override ? target_override : rfb.port, connect_timeout,
 	    relay ? "yes" : "no",
 	    agent_raw ? "protocol = raw\nstart_command = " : "",
@@ -308,6 +319,8 @@ agent_start(int relay, unsigned connect_timeout)
 		    (char *)NULL);
 		_exit(127);
 	}
+	if (agent_nowait)
+		return;
 	ck_assert_msg(tl_broker_wait_audit(&br, "agent_online", 1, T_WAIT),
 	    "raagent did not come online (see %s)", agent_log);
 }
@@ -442,6 +455,9 @@ setup(void)
 	    tl_broker_start(&br) == 0, "rabrokerd did not start: %s", br.log);
 	br_ok = 1;
 	agent_pid = 0;
+	agent_broker = NULL;
+	agent_extra[0] = '\0';
+	agent_nowait = 0;
 }
 
 static void
@@ -935,6 +951,182 @@ START_TEST(t_sessions_reload)
 	ck_assert_ptr_nonnull(strstr(l, "eve"));
 	free(l);
 	tl_client_free(h);
+}
+END_TEST
+
+/* ---- the broker's name --------------------------------------------------- */
+
+/* A DNS server on 127.0.0.1 in this process (the agent is pointed at it
+ * with [agent] nameserver, so no query ever leaves the machine): counts
+ * the queries and answers NXDOMAIN, or nothing at all. */
+struct fake_dns {
+	evutil_socket_t fd;
+	struct evdns_server_port *port;
+	uint16_t portno;
+	int silent;
+	int queries, want;
+	struct evdns_server_request *held[64]; /* silent: dropped at the end */
+	int nheld;
+};
+static struct fake_dns fdns;
+
+static void
+fake_dns_cb(struct evdns_server_request *req, void *arg)
+{
+	struct fake_dns *f = arg;
+
+	f->queries++;
+	if (f->silent && f->nheld < 64) {
+		f->held[f->nheld++] = req;
+		return;
+	}
+	if (f->silent)
+		evdns_server_request_drop(req);
+	else
+		evdns_server_request_respond(req, DNS_ERR_NOTEXIST);
+}
+
+static int
+dns_queried(void *arg)
+{
+	const struct fake_dns *f = arg;
+
+	return f->queries >= f->want;
+}
+
+static void
+fake_dns_start(int silent)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int len;
+
+	memset(&fdns, 0, sizeof(fdns));
+	fdns.silent = silent;
+	fdns.fd = socket(AF_INET, SOCK_DGRAM, 0);
+	ck_assert_int_ge(fdns.fd, 0);
+	len = tl_loopback((struct sockaddr *)&ss, 0, 0);
+	ck_assert_int_eq(bind(fdns.fd, (struct sockaddr *)&ss, len), 0);
+	ck_assert_int_eq(getsockname(fdns.fd, (struct sockaddr *)&ss, &sl), 0);
+	fdns.portno = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	evutil_make_socket_nonblocking(fdns.fd);
+	fdns.port = evdns_add_server_port_with_base(
+	    base, fdns.fd, 0, fake_dns_cb, &fdns);
+	ck_assert_ptr_nonnull(fdns.port);
+	snprintf(agent_extra, sizeof(agent_extra),
+	    "nameserver = 127.0.0.1:%u\nresolve_timeout = 2\n", fdns.portno);
+}
+
+static void
+fake_dns_stop(void)
+{
+	for (int i = 0; i < fdns.nheld; i++)
+		evdns_server_request_drop(fdns.held[i]);
+	fdns.nheld = 0;
+	evdns_close_server_port(fdns.port);
+	close(fdns.fd);
+}
+
+/* Stops the agent with SIGTERM; its exit status (-1: killed). */
+static int
+agent_stop_status(void)
+{
+	int st;
+
+	kill(agent_pid, SIGTERM);
+	for (int i = 0; i < 50; i++) {
+		if (waitpid(agent_pid, &st, WNOHANG) == agent_pid) {
+			agent_pid = 0;
+			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+		}
+		usleep(100000);
+	}
+	kill(agent_pid, SIGKILL);
+	waitpid(agent_pid, &st, 0);
+	agent_pid = 0;
+	return -1;
+}
+
+/* broker = localhost:PORT: answered from /etc/hosts by the agent's own
+ * resolver (the fake DNS server sees no query), and the agent registers. */
+START_TEST(t_broker_localhost)
+{
+	char broker[64];
+
+	fake_dns_start(0);
+	snprintf(broker, sizeof(broker), "localhost:%u", br.port);
+	agent_broker = broker;
+	agent_start(0, 2);
+	ck_assert(agent_wait_log("registered with the broker", T_WAIT));
+	ck_assert_int_eq(fdns.queries, 0);
+	ck_assert_int_eq(agent_log_count("name lookup failed"), 0);
+	ck_assert_int_eq(agent_stop_status(), 0);
+	ck_assert_int_eq(agent_log_count("AddressSanitizer"), 0);
+	fake_dns_stop();
+}
+END_TEST
+
+/* A name the (fake) DNS says does not exist: each attempt is a failed
+ * lookup with a log line naming the host, retried with backoff. */
+START_TEST(t_broker_name_fails)
+{
+	char out[4096];
+
+	fake_dns_start(0);
+	agent_broker = "broker.corp.test:5500";
+	agent_nowait = 1;
+	agent_start(0, 2);
+	ck_assert_msg(agent_wait_count("broker broker.corp.test: name lookup "
+	                               "failed",
+	                  3, T_WAIT),
+	    "no retried lookup failures (see %s)", agent_log);
+	ck_assert_int_ge(agent_log_count("reconnecting to the broker in"), 3);
+	ck_assert_int_ge(fdns.queries, 3);
+	/* The loop serves the control socket between attempts. */
+	ck_assert_int_eq(agent_cmd("tickets", NULL, out, sizeof(out)), 1);
+	ck_assert_msg(strstr(out, "not connected") != NULL, "%s", out);
+	ck_assert_int_eq(agent_stop_status(), 0);
+	ck_assert_int_eq(agent_log_count("AddressSanitizer"), 0);
+	fake_dns_stop();
+}
+END_TEST
+
+/* A DNS server that never answers: while the lookup is pending the loop
+ * keeps serving (the control socket answers at once, SIGHUP is handled),
+ * the lookup gives up after resolve_timeout and is retried; SIGTERM
+ * during a pending lookup cancels it cleanly (exit 0, no ASan report). */
+START_TEST(t_broker_name_silent)
+{
+	char out[4096];
+	uint64_t t0;
+
+	fake_dns_start(1);
+	agent_broker = "broker.corp.test:5500";
+	agent_nowait = 1;
+	agent_start(0, 2);
+	fdns.want = 1;
+	ck_assert_msg(tl_run_until(base, dns_queried, &fdns, T_WAIT),
+	    "no query reached the fake DNS (see %s)", agent_log);
+	t0 = tl_now_ms();
+	ck_assert_int_eq(agent_cmd("tickets", NULL, out, sizeof(out)), 1);
+	ck_assert_msg(strstr(out, "not connected") != NULL, "%s", out);
+	ck_assert_uint_lt(tl_now_ms() - t0, 1500);
+	kill(agent_pid, SIGHUP);
+	ck_assert(agent_wait_log("SIGHUP: static sessions reread", T_WAIT));
+	ck_assert_int_eq(agent_log_count("name lookup failed"), 0);
+	ck_assert_msg(agent_wait_log("broker broker.corp.test: name lookup "
+	                             "failed: no answer within 2 s",
+	                  T_WAIT),
+	    "the lookup never timed out (see %s)", agent_log);
+	ck_assert(agent_wait_log("reconnecting to the broker in", T_WAIT));
+	/* The next attempt asks again; stop while it is pending. */
+	fdns.want = fdns.queries + 1;
+	ck_assert(tl_run_until(base, dns_queried, &fdns, T_WAIT));
+	ck_assert_int_eq(agent_log_count("name lookup failed"), 1);
+	ck_assert_int_eq(agent_stop_status(), 0);
+	ck_assert_int_eq(agent_log_count("AddressSanitizer"), 0);
+	ck_assert_int_eq(agent_log_count("LeakSanitizer"), 0);
+	fake_dns_stop();
 }
 END_TEST
 
@@ -1482,6 +1674,9 @@ agent_suite(void)
 	tcase_add_test(tc, t_x11vnc);
 	tcase_add_test(tc, t_raw_start_command);
 	tcase_add_test(tc, t_sessions_reload);
+	tcase_add_test(tc, t_broker_localhost);
+	tcase_add_test(tc, t_broker_name_fails);
+	tcase_add_test(tc, t_broker_name_silent);
 	suite_add_tcase(s, tc);
 	/* CK_RUN_CASE=bench RABROKER_BENCH_TUNNEL=1 runs only the benchmark */
 	tc = tcase_create("bench");

@@ -17,6 +17,8 @@ static const char *good = "[agent]\n"
                           "domain = CORP\n"
                           "backoff_base = 2\n"
                           "backoff_cap = 30\n"
+                          "resolve_timeout = 4\n"
+                          "nameserver = 127.0.0.1:5353\n"
                           "[sessions]\n"
                           "source = static\n"
                           "session = CORP\\bob graphical\n"
@@ -44,6 +46,8 @@ START_TEST(t_good)
 	ck_assert_ptr_null(c->fqdn);
 	ck_assert_uint_eq(c->backoff_base_ms, 2000);
 	ck_assert_uint_eq(c->backoff_cap_ms, 30000);
+	ck_assert_uint_eq(c->resolve_timeout_s, 4);
+	ck_assert_str_eq(c->nameserver, "127.0.0.1:5353");
 	ck_assert_int_eq(c->source, CL_SESS_STATIC);
 	ck_assert_uint_eq(c->nstat, 2);
 	ck_assert_str_eq(c->stat[0].user, "CORP\\bob");
@@ -80,6 +84,8 @@ START_TEST(t_defaults)
 	ck_assert_int_eq(c->source, CL_SESS_LOGIND);
 	ck_assert_uint_eq(c->backoff_base_ms, 1000);
 	ck_assert_uint_eq(c->backoff_cap_ms, 60000);
+	ck_assert_uint_eq(c->resolve_timeout_s, 10);
+	ck_assert_ptr_null(c->nameserver);
 	cl_agent_config_free(c);
 }
 END_TEST
@@ -93,6 +99,9 @@ static const struct {
     {"[agent]\n\nfrobnicate = 1\n", "x.conf:3: unknown key frobnicate"},
     {"[agnet]\n", "x.conf:1: unknown section [agnet]"},
     {"[tunnel]\nconnect_timeout = 0\n", "x.conf:2: connect_timeout"},
+    {"[agent]\nresolve_timeout = 0\n", "x.conf:2: resolve_timeout"},
+    {"[agent]\nnameserver = dns.corp.example\n", "x.conf:2: nameserver"},
+    {"[agent]\nnameserver = 127.0.0.1:99999\n", "x.conf:2: nameserver"},
     {"[tunnel]\nconnect_timeout = 30s\n", "x.conf:2: connect_timeout"},
     {"[tunnel]\nrelay = maybe\n", "x.conf:2: relay"},
     {"[tunnel]\nprotocol = rdp\n", "x.conf:2: protocol"},
