@@ -532,6 +532,7 @@ stat_op(struct az_dir *d, unsigned long long us, int failed)
 	if (failed)
 		d->st.errors++;
 	d->st.lat_buckets[b]++;
+	d->st.lat_sum_us += us;
 	pthread_mutex_unlock(&d->mu);
 }
 

@@ -155,7 +155,8 @@ struct az_dir_stats {
 	unsigned long long ops, errors, cache_hits, cache_misses;
 	unsigned long long
 	    lat_buckets[12]; /* <=0.5,1,2,5,10,20,50,100,200,500,1000ms,+Inf */
-	int up;              /* last operation reached the directory */
+	unsigned long long lat_sum_us; /* all latencies added up */
+	int up; /* last operation reached the directory */
 	unsigned long long user_binds; /* simple binds sent for users */
 	unsigned long long queued;     /* jobs waiting now */
 };

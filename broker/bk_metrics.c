@@ -271,12 +271,16 @@ dir_histogram(struct evbuffer *b, const struct az_dir_stats *s)
 
 	head(b, name, "histogram",
 	    "Time of one directory operation (search, bind), queue wait "
-	    "included. No _sum: the directory layer keeps buckets only.");
+	    "included.");
 	for (size_t i = 0; i < 12; i++) {
 		cum += s->lat_buckets[i];
 		evbuffer_add_printf(
 		    b, "%s_bucket{le=\"%s\"} %llu\n", name, le[i], cum);
 	}
+	/* Seconds, printed from integer microseconds (no locale, no
+	 * rounding surprises). */
+	evbuffer_add_printf(b, "%s_sum %llu.%06llu\n", name,
+	    s->lat_sum_us / 1000000, s->lat_sum_us % 1000000);
 	evbuffer_add_printf(b, "%s_count %llu\n", name, cum);
 }
 

@@ -15,6 +15,7 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -115,6 +116,184 @@ metric(const char *name)
 		if (strncmp(l, name, nl) == 0 && l[nl] == ' ')
 			return strtoll(l + nl + 1, NULL, 10);
 	return -1;
+}
+
+/* Checks /metrics against the Prometheus text format 0.0.4, the parts
+ * we use: "# HELP name text", "# TYPE name type" before the family's
+ * samples, samples "name[{label="value",...}] value" with a float value,
+ * a final newline; for a histogram, cumulative buckets ending in +Inf
+ * equal to _count, and a _sum. NULL if fine, else what is wrong (static). */
+static const char *
+check_exposition(char *body)
+{
+	static char why[600];
+	char family[128] = "", type[16] = "", *line, *save = NULL;
+	double last_bucket = -1, inf_bucket = -1;
+	int have_sum = 0, have_count = 0;
+	size_t len = strlen(body);
+
+	if (len == 0 || body[len - 1] != '\n')
+		return "empty or no final newline";
+	for (line = strtok_r(body, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char name[128], *p = line, *end;
+		size_t n = 0;
+		double v;
+
+		if (!strncmp(line, "# HELP ", 7))
+			continue;
+		if (!strncmp(line, "# TYPE ", 7)) {
+			if (!strcmp(type, "histogram") &&
+			    (!have_sum || !have_count || inf_bucket < 0)) {
+				snprintf(why, sizeof(why),
+				    "histogram %s: no _sum, _count or +Inf",
+				    family);
+				return why;
+			}
+			if (sscanf(line + 7, "%127s %15s", family, type) != 2 ||
+			    (strcmp(type, "counter") && strcmp(type, "gauge") &&
+			        strcmp(type, "histogram") &&
+			        strcmp(type, "summary") &&
+			        strcmp(type, "untyped"))) {
+				snprintf(
+				    why, sizeof(why), "bad TYPE: %s", line);
+				return why;
+			}
+			last_bucket = inf_bucket = -1;
+			have_sum = have_count = 0;
+			continue;
+		}
+		if (line[0] == '#')
+			continue; /* a comment */
+		while ((isalnum((unsigned char)*p) || *p == '_' || *p == ':') &&
+		    n < sizeof(name) - 1)
+			name[n++] = *p++;
+		name[n] = '\0';
+		if (n == 0 || isdigit((unsigned char)name[0])) {
+			snprintf(why, sizeof(why), "bad metric name: %s", line);
+			return why;
+		}
+		if (strncmp(name, family, strlen(family)) != 0 ||
+		    (name[strlen(family)] != '\0' &&
+		        strcmp(type, "histogram") != 0)) {
+			snprintf(
+			    why, sizeof(why), "sample without TYPE: %s", line);
+			return why;
+		}
+		if (*p == '{') {
+			/* label="value" pairs, values with \\ \" \n escapes */
+			p++;
+			while (*p != '}') {
+				if (!isalpha((unsigned char)*p) && *p != '_')
+					break;
+				while (isalnum((unsigned char)*p) || *p == '_')
+					p++;
+				if (p[0] != '=' || p[1] != '"')
+					break;
+				for (p += 2; *p != '"' && *p != '\0'; p++)
+					if (*p == '\\' && p[1] != '\0')
+						p++;
+				if (*p != '"')
+					break;
+				p++;
+				if (*p == ',')
+					p++;
+			}
+			if (*p != '}') {
+				snprintf(
+				    why, sizeof(why), "bad labels: %s", line);
+				return why;
+			}
+			p++;
+		}
+		if (*p != ' ') {
+			snprintf(why, sizeof(why), "no value: %s", line);
+			return why;
+		}
+		v = strtod(p + 1, &end);
+		if (end == p + 1 || (*end != '\0' && *end != ' ')) {
+			snprintf(why, sizeof(why), "bad value: %s", line);
+			return why;
+		}
+		if (strcmp(type, "histogram") != 0)
+			continue;
+		if (!strcmp(name + strlen(family), "_bucket")) {
+			if (v < last_bucket) {
+				snprintf(why, sizeof(why),
+				    "buckets not cumulative: %s", line);
+				return why;
+			}
+			last_bucket = v;
+			if (strstr(line, "le=\"+Inf\"") != NULL)
+				inf_bucket = v;
+		} else if (!strcmp(name + strlen(family), "_sum"))
+			have_sum = 1;
+		else if (!strcmp(name + strlen(family), "_count")) {
+			have_count = 1;
+			if (v != inf_bucket) {
+				snprintf(why, sizeof(why), "_count != +Inf: %s",
+				    line);
+				return why;
+			}
+		} else {
+			snprintf(
+			    why, sizeof(why), "histogram sample: %s", line);
+			return why;
+		}
+	}
+	if (!strcmp(type, "histogram") &&
+	    (!have_sum || !have_count || inf_bucket < 0))
+		return "last histogram: no _sum, _count or +Inf";
+	return NULL;
+}
+
+/* The directory latency histogram: _sum in seconds, > 0 once there were
+ * operations, and within what the buckets allow (each operation in
+ * bucket (a, b] took more than a and at most b seconds). */
+static void
+check_dir_histogram(void)
+{
+	static const double le[12] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+	    0.05, 0.1, 0.2, 0.5, 1, -1};
+	static const char *const les[12] = {"0.0005", "0.001", "0.002", "0.005",
+	    "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "+Inf"};
+	static char body[65536];
+	const char *name = "rabroker_directory_latency_seconds";
+	double lo = 0, hi = 0, sum = -1, prev = 0, count = -1;
+	const char *err;
+	char want[160], *l;
+
+	ck_assert_int_eq(http_get(mport, "/metrics", body, sizeof(body)), 200);
+	for (int i = 0; i < 12; i++) {
+		double cum;
+		snprintf(want, sizeof(want), "\n%s_bucket{le=\"%s\"} ", name,
+		    les[i]);
+		l = strstr(body, want);
+		ck_assert_msg(l != NULL, "no %s", want + 1);
+		cum = strtod(l + strlen(want), NULL);
+		if (i > 0)
+			lo += (cum - prev) * le[i - 1];
+		if (le[i] > 0)
+			hi += (cum - prev) * le[i];
+		else if (cum > prev)
+			hi = 1e9; /* something slower than 1 s: no bound */
+		prev = cum;
+	}
+	snprintf(want, sizeof(want), "\n%s_sum ", name);
+	ck_assert_msg((l = strstr(body, want)) != NULL, "no %s_sum", name);
+	sum = strtod(l + strlen(want), NULL);
+	snprintf(want, sizeof(want), "\n%s_count ", name);
+	ck_assert_msg((l = strstr(body, want)) != NULL, "no %s_count", name);
+	count = strtod(l + strlen(want), NULL);
+	ck_assert_msg(
+	    count >= 1 && count == prev, "count %g, +Inf %g", count, prev);
+	ck_assert_msg(
+	    sum > 0, "%s_sum %g after %g operations", name, sum, count);
+	/* 1 µs of slack for the microsecond rounding of each operation */
+	ck_assert_msg(sum >= lo && sum <= hi + count * 1e-6,
+	    "%s_sum %g outside [%g, %g] given the buckets", name, sum, lo, hi);
+	err = check_exposition(body);
+	ck_assert_msg(err == NULL, "/metrics: %s", err ? err : "");
 }
 
 /* Waits until metric(name) == want (bounded). */
@@ -356,6 +535,7 @@ START_TEST(t_metrics_and_control)
 	ck_assert_int_ge(
 	    metric("rabroker_directory_latency_seconds_bucket{le=\"+Inf\"}"),
 	    1);
+	check_dir_histogram();
 	rc = ctl(out, sizeof(out), "-s", sock, "agents", NULL);
 	ck_assert_msg(rc == 0, "rabrokerctl agents: %d %s", rc, out);
 	ck_assert_msg(strstr(out, WS42) && strstr(out, "CORP\\bob") &&
