@@ -688,11 +688,18 @@ find_config_arg(int argc, char **argv)
 	return NULL;
 }
 
+/* What the passes over the options (one per operand) share: -l and -v
+ * count across all of them ("raoffer -l A ws-042 -l B" listens on both). */
+struct opt_state {
+	int listen_cleared; /* the file's listen list was replaced */
+	int verbose;
+};
+
 static int
 parse_options(struct cl_offer_config *c, int argc, char **argv, int *optout,
-    char *err, size_t el)
+    struct opt_state *st, char *err, size_t el)
 {
-	int ch, listen_cleared = 0, verbose = 0;
+	int ch;
 
 	optind = 0; /* glibc: full re-initialisation (argv changes) */
 	opterr = 0;
@@ -734,9 +741,9 @@ parse_options(struct cl_offer_config *c, int argc, char **argv, int *optout,
 			break;
 		case 'l':
 			/* the first --listen replaces the file's list */
-			if (!listen_cleared) {
+			if (!st->listen_cleared) {
 				clear_listen(c);
-				listen_cleared = 1;
+				st->listen_cleared = 1;
 			}
 			r = add_listen(c, v, err, el);
 			break;
@@ -772,7 +779,7 @@ parse_options(struct cl_offer_config *c, int argc, char **argv, int *optout,
 			c->test_refuse_direct = 1;
 			break;
 		case 'v':
-			verbose++;
+			st->verbose++;
 			break;
 		case 'h':
 			cl_offer_usage(stdout);
@@ -798,8 +805,8 @@ parse_options(struct cl_offer_config *c, int argc, char **argv, int *optout,
 			return -1;
 		}
 	}
-	if (verbose > 0)
-		c->log_level = verbose == 1 ? LOG_LVL_INFO : LOG_LVL_DEBUG;
+	if (st->verbose > 0)
+		c->log_level = st->verbose == 1 ? LOG_LVL_INFO : LOG_LVL_DEBUG;
 	*optout = optind;
 	return 0;
 }
@@ -812,6 +819,7 @@ cl_offer_config_args(
 	char *ops[4];
 	char **rest = NULL;
 	int nops = 0, i, optout = 0, r, nrest;
+	struct opt_state st = {0, 0};
 
 	err[0] = '\0';
 	if (cfg == NULL && access(CL_OFFER_DEFAULT_CONF, F_OK) == 0)
@@ -830,7 +838,7 @@ cl_offer_config_args(
 	for (i = 0; i < argc; i++)
 		rest[i] = argv[i];
 	for (;;) {
-		r = parse_options(c, nrest, rest, &optout, err, errlen);
+		r = parse_options(c, nrest, rest, &optout, &st, err, errlen);
 		if (r != 0)
 			break;
 		if (optout >= nrest)

@@ -395,6 +395,46 @@ START_TEST(test_broker_list)
 }
 END_TEST
 
+/* Options read after an operand (a second pass over the rest) add to
+ * those before it: the first -l replaces the file's list, later ones add,
+ * whichever operand they follow; -v counts across operands too. */
+START_TEST(test_args_listen_across_operands)
+{
+	struct cl_offer_config *c;
+	char err[2048];
+
+	put("l.conf", good_ini, 0644);
+	ck_assert_int_eq(args(&c, err, sizeof(err), "-c", tpath("l.conf"), "-l",
+	                     "127.0.0.1", "ws-042", "-l", "[::1]", "-v", NULL),
+	    0);
+	ck_assert_str_eq(c->arg, "ws-042");
+	ck_assert_uint_eq(c->nlisten, 2);
+	ck_assert_str_eq(c->listen[0], "127.0.0.1");
+	ck_assert_str_eq(c->listen[1], "::1");
+	cl_offer_config_free(c);
+	/* "offer MACHINE": three passes */
+	ck_assert_int_eq(args(&c, err, sizeof(err), "-c", tpath("l.conf"), "-v",
+	                     "-l", "10.0.0.9", "offer", "-l", "127.0.0.1",
+	                     "ws-042", "-l", "[::1]", "-v", NULL),
+	    0);
+	ck_assert_int_eq(c->cmd, CL_CMD_OFFER);
+	ck_assert_str_eq(c->arg, "ws-042");
+	ck_assert_uint_eq(c->nlisten, 3);
+	ck_assert_str_eq(c->listen[0], "10.0.0.9");
+	ck_assert_str_eq(c->listen[1], "127.0.0.1");
+	ck_assert_str_eq(c->listen[2], "::1");
+	ck_assert_int_eq(c->log_level, LOG_LVL_DEBUG);
+	cl_offer_config_free(c);
+	/* -l only after the operand still replaces the file's list */
+	ck_assert_int_eq(args(&c, err, sizeof(err), "-c", tpath("l.conf"),
+	                     "ws-042", "-l", "127.0.0.1", NULL),
+	    0);
+	ck_assert_uint_eq(c->nlisten, 1);
+	ck_assert_str_eq(c->listen[0], "127.0.0.1");
+	cl_offer_config_free(c);
+}
+END_TEST
+
 START_TEST(test_args_override_file)
 {
 	struct cl_offer_config *c;
@@ -865,6 +905,7 @@ suite(void)
 	tcase_add_test(tc, test_ini_errors_named);
 	tcase_add_test(tc, test_ini_outside_section_and_long_line);
 	tcase_add_test(tc, test_args_offer_and_options);
+	tcase_add_test(tc, test_args_listen_across_operands);
 	tcase_add_test(tc, test_args_errors);
 	tcase_add_test(tc, test_args_override_file);
 	tcase_add_test(tc, test_values);
