@@ -1450,6 +1450,29 @@ bk_h_control_request(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	}
 }
 
+/* A ticket.list reply waiting for the disk. */
+struct list_wait {
+	struct rp_conn *c;
+	json_t *id, *res;
+};
+
+static void
+list_stored_cb(int rc, void *arg)
+{
+	struct list_wait *w = arg;
+
+	if (rc == RP_OK) {
+		(void)rp_conn_reply(w->c, w->id, w->res);
+		w->res = NULL;
+	} else
+		(void)rp_conn_error(
+		    w->c, w->id, RP_ERR_INTERNAL, "ticket store failed", NULL);
+	rp_conn_unref(w->c);
+	json_decref(w->id);
+	json_decref(w->res);
+	free(w);
+}
+
 void
 bk_h_ticket_list(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 {
@@ -1458,6 +1481,7 @@ bk_h_ticket_list(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	const char *account = helper_account(peer);
 	const char *machine = agent_machine(peer);
 	json_t *arr = json_array();
+	struct list_wait *w;
 	struct offer *o;
 
 	(void)params;
@@ -1477,6 +1501,21 @@ bk_h_ticket_list(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 				continue;
 			json_array_append_new(arr, ticket_public(o));
 		}
+	/* The list shows states (or the absence of tickets that just ended)
+	 * that may not be durable yet: then it waits for the disk too. */
+	if (ctx->store != NULL && bk_store_pending(ctx->store) > 0) {
+		if ((w = calloc(1, sizeof(*w))) == NULL) {
+			json_decref(arr);
+			rp_conn_error(c, id, RP_ERR_NOMEM, NULL, NULL);
+			return;
+		}
+		rp_conn_ref(c);
+		w->c = c;
+		w->id = json_incref(id);
+		w->res = json_pack("{s:o}", "tickets", arr);
+		bk_store_sync(ctx->store, list_stored_cb, w);
+		return;
+	}
 	rp_conn_reply(c, id, json_pack("{s:o}", "tickets", arr));
 }
 

@@ -201,10 +201,12 @@ bk_store_put_durable(struct bk_store *s, const struct bk_ticket *t,
 	int rc;
 
 	s->done->outstanding++;
-	if (!bk_store_ok(s))
-		bk_store_complete(s, w, RP_ERR_IO);
-	else if ((rc = s->ops->put(s, t)) != RP_OK)
+	/* Written even when the store has failed (a later read, or a
+	 * restart, may still find it), but never reported durable then. */
+	if ((rc = s->ops->put(s, t)) != RP_OK)
 		bk_store_complete(s, w, rc);
+	else if (!bk_store_ok(s))
+		bk_store_complete(s, w, RP_ERR_IO);
 	else
 		s->ops->sync(s, w);
 }
