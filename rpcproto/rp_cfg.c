@@ -132,23 +132,30 @@ static char *
 rd_ini_line(char *str, int num, void *stream)
 {
 	struct rp_cfg *p = stream;
-	size_t max = RP_CFG_INI_LINE_MAX;
+	size_t max = RP_CFG_INI_LINE_MAX + 1; /* room for a '\r' */
+	enum rp_cfg_read r;
+	size_t n;
 
 	if (num < 2)
 		return NULL;
 	if ((size_t)num - 1 < max)
 		max = (size_t)num - 1;
-	switch (rp_cfg_read_line(p, str, max)) {
+	r = rp_cfg_read_line(p, str, max);
+	/* The limit is on the text: a "\r\n" line end does not count. */
+	if (r == RP_CFG_LINE && (n = strlen(str)) > RP_CFG_INI_LINE_MAX &&
+	    !(n == RP_CFG_INI_LINE_MAX + 1 && str[n - 1] == '\r')) {
+		str[0] = '\0';
+		r = RP_CFG_TOO_LONG;
+	}
+	switch (r) {
 	case RP_CFG_EOF:
 		return NULL;
 	case RP_CFG_NUL:
 		rp_cfg_error(p, p->line, "NUL byte in line");
 		break;
 	case RP_CFG_TOO_LONG:
-		/* 1022 as it has always said (docs/CONFIG.md): the text of
-		 * a line that ends in "\r\n". */
 		rp_cfg_error(p, p->line, "line too long (at most %d bytes)",
-		    RP_CFG_INI_LINE_MAX - 1);
+		    RP_CFG_INI_LINE_MAX);
 		break;
 	case RP_CFG_LINE:
 		if (p->check_line != NULL)

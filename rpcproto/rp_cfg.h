@@ -78,14 +78,15 @@ enum rp_cfg_read rp_cfg_read_line(struct rp_cfg *p, char *buf, size_t max);
 
 /*
  * Lets inih parse p, one line at a time through rp_cfg_read_line with
- * p->check_line: a line of more than RP_CFG_INI_LINE_MAX bytes or with a
- * NUL byte is reported ("line too long (at most 1022 bytes)", "NUL byte
+ * p->check_line: a line of more than RP_CFG_INI_LINE_MAX bytes, not
+ * counting its end ("\n" or "\r\n"), or with a NUL byte is reported
+ * ("line too long (at most 1022 bytes)", "NUL byte
  * in line") and reaches inih empty. multiline: whether an indented line
  * continues the previous value (inih then calls the handler again with
  * the same key). Returns what ini_parse_stream returns (0, the first
  * line inih found wrong, or -2 when out of memory).
  */
-#define RP_CFG_INI_LINE_MAX 1023
+#define RP_CFG_INI_LINE_MAX 1022
 int rp_cfg_ini_parse(struct rp_cfg *p, int multiline,
     int (*handler)(
         void *user, const char *section, const char *name, const char *value),

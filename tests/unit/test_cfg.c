@@ -160,16 +160,25 @@ START_TEST(t_ini_longest_line)
 {
 	struct rp_cfg p;
 	struct seen s = {.used = 0};
-	char err[256], text[2100];
+	char err[512], text[5000];
 
-	/* RP_CFG_INI_LINE_MAX bytes before the '\n' pass, one more not */
-	snprintf(text, sizeof(text), "[a]\nk = %0*d\nl = %0*d\n",
-	    RP_CFG_INI_LINE_MAX - 4, 0, RP_CFG_INI_LINE_MAX - 3, 0);
+	/* The message's limit is the real one: RP_CFG_INI_LINE_MAX (1022)
+	 * bytes of text pass, with "\n" or "\r\n" after them; one more byte
+	 * does not, whatever the line end. */
+	ck_assert_int_eq(RP_CFG_INI_LINE_MAX, 1022);
+	snprintf(text, sizeof(text),
+	    "[a]\nk = %0*d\nl = %0*d\nm = %0*d\r\nn = %0*d\r\n", 1018, 0, 1019,
+	    0, 1018, 0, 1019, 0);
 	rp_cfg_init(&p, "i.conf", NULL, text, err, sizeof(err));
 	ck_assert_int_eq(rp_cfg_ini_parse(&p, 0, collect, &s), 0);
-	ck_assert_int_eq(p.nerr, 1);
-	ck_assert_str_eq(err, "i.conf:3: line too long (at most 1022 bytes)");
-	ck_assert_uint_eq(strlen(s.got), strlen("[a]k=;") + 1019);
+	ck_assert_int_eq(p.nerr, 2);
+	ck_assert_str_eq(err,
+	    "i.conf:3: line too long (at most 1022 bytes)\n"
+	    "i.conf:5: line too long (at most 1022 bytes)");
+	/* k and m arrive whole (1018 digits each), l and n not at all */
+	ck_assert_uint_eq(strlen(s.got), strlen("[a]k=;[a]m=;") + 2 * 1018);
+	ck_assert_ptr_null(strstr(s.got, "[a]l="));
+	ck_assert_ptr_null(strstr(s.got, "[a]n="));
 }
 END_TEST
 
