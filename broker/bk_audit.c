@@ -645,10 +645,15 @@ sync_main(void *arg)
 	return NULL;
 }
 
-/* Asks the sync thread to sync what has been written. */
+/* Asks the sync thread to sync what has been written; before the thread
+ * is started (bk_audit_start_sync), syncs at once. */
 static void
 sync_later(struct bk_audit *a)
 {
+	if (!a->thr_running) {
+		sync_now(a);
+		return;
+	}
 	pthread_mutex_lock(&a->mu);
 	a->dirty = 1;
 	pthread_cond_signal(&a->cv);
@@ -696,12 +701,6 @@ bk_audit_open(const char *path, int to_syslog, char *err, size_t errlen)
 	pthread_cond_init(&a->cv, NULL);
 	if (open_fd(a, err, errlen) == -1 || resume(a, err, errlen) == -1)
 		goto fail;
-	if (pthread_create(&a->thr, NULL, sync_main, a) != 0) {
-		snprintf(
-		    err, errlen, "%s: cannot start the sync thread", a->path);
-		goto fail;
-	}
-	a->thr_running = 1;
 	a->ok = 1;
 	return a;
 fail:
@@ -712,6 +711,20 @@ fail:
 	free(a->path);
 	free(a);
 	return NULL;
+}
+
+int
+bk_audit_start_sync(struct bk_audit *a, char *err, size_t errlen)
+{
+	if (a->thr_running)
+		return 0;
+	if (pthread_create(&a->thr, NULL, sync_main, a) != 0) {
+		snprintf(
+		    err, errlen, "%s: cannot start the sync thread", a->path);
+		return -1;
+	}
+	a->thr_running = 1;
+	return 0;
 }
 
 void

@@ -107,6 +107,14 @@ int bk_audit_event_check(
 struct bk_audit *bk_audit_open(
     const char *path, int to_syslog, char *err, size_t errlen);
 /*
+ * Starts the thread that syncs the file (one fdatasync for every line
+ * written while the previous one ran), so that writing a line never waits
+ * for the disk. Until then every line is synced as it is written. Start it
+ * after any fork() (daemonize): a thread does not survive one. Returns 0,
+ * or -1 with err filled.
+ */
+int bk_audit_start_sync(struct bk_audit *a, char *err, size_t errlen);
+/*
  * Writes one event. fields is an object (or NULL) whose reference is
  * stolen. Returns RP_OK, or RP_ERR_AUDIT_UNAVAILABLE when the line was not
  * written (and bk_audit_ok() is now 0).

@@ -340,6 +340,10 @@ main(int argc, char **argv)
 		}
 	}
 	/* Threads only now: they would not survive daemonize()'s fork. */
+	if (bk_audit_start_sync(ctx->audit, err, sizeof(err)) != 0) {
+		log_errx("audit: %s", err);
+		goto out;
+	}
 	if ((ctx->hspool = rp_tls_pool_new(ctx->base, cfg->handshake_threads,
 	         err, sizeof(err))) == NULL) {
 		log_errx("%s", err);

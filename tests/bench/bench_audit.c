@@ -113,8 +113,10 @@ bench_flood(const char *path, int n)
 	double t0, dt;
 
 	unlink(path);
-	if ((a = bk_audit_open(path, 0, err, sizeof(err))) == NULL) {
+	if ((a = bk_audit_open(path, 0, err, sizeof(err))) == NULL ||
+	    bk_audit_start_sync(a, err, sizeof(err)) != 0) {
 		fprintf(stderr, "bench_audit: %s\n", err);
+		bk_audit_close(a);
 		return -1;
 	}
 	t0 = now_s();
@@ -141,8 +143,10 @@ bench(const char *path, int n, int sync)
 	double t0, dt;
 
 	unlink(path);
-	if ((a = bk_audit_open(path, 0, err, sizeof(err))) == NULL) {
+	if ((a = bk_audit_open(path, 0, err, sizeof(err))) == NULL ||
+	    bk_audit_start_sync(a, err, sizeof(err)) != 0) {
 		fprintf(stderr, "bench_audit: %s\n", err);
+		bk_audit_close(a);
 		return -1;
 	}
 	bk_audit_set_sync(a, sync);

@@ -1,13 +1,16 @@
 /* test_audit.c - the audit trail: line format, chain, resume, fail closed,
  * rotation, no secrets, and the verifier catching every kind of tampering. */
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bk_audit.h"
@@ -505,6 +508,79 @@ START_TEST(test_fail_closed_dev_full)
 }
 END_TEST
 
+/* Threads of this process (/proc/self/task). */
+static int
+threads_now(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* The sync thread is started after the fork of daemonize(): a thread does
+ * not survive a fork, and a trail whose thread was left in the parent
+ * would never sync, and hang at close (joining a thread that does not
+ * exist). Lines written before the start are synced as they are written. */
+START_TEST(test_sync_thread_after_fork)
+{
+	struct bk_audit *a;
+	char err[256];
+	pid_t pid;
+	int status = -1;
+	size_t len;
+	char *buf;
+	unsigned long lines = 0;
+
+	a = bk_audit_open(trail, 0, err, sizeof(err));
+	ck_assert_msg(a != NULL, "%s", err);
+	write_n(a, 2); /* before any thread: synced inline */
+	pid = fork();
+	ck_assert_int_ne(pid, -1);
+	if (pid == 0) {
+		int rc = 0;
+
+		if (bk_audit_start_sync(a, err, sizeof(err)) != 0 ||
+		    bk_audit_start_sync(a, err, sizeof(err)) != 0)
+			_exit(2);
+		for (int i = 0; i < 50; i++)
+			if (bk_audit_write(a, BK_AE_BROKER_STARTED,
+			        json_pack("{s:s}", "version", "0.1")) != RP_OK)
+				rc = 3;
+		if (!bk_audit_ok(a))
+			rc = 4;
+		if (threads_now() != 2) /* this process's own sync thread */
+			rc = 5;
+		bk_audit_close(a); /* joins its own thread */
+		_exit(rc);
+	}
+	for (int i = 0; i < 1000; i++) { /* at most 10 s */
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+		usleep(10000);
+	}
+	if (!WIFEXITED(status)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		ck_abort_msg("the child did not finish within 10 s");
+	}
+	ck_assert_msg(WEXITSTATUS(status) == 0,
+	    "child exit %d (5: no sync thread)", WEXITSTATUS(status));
+	bk_audit_close(a); /* the parent never started one */
+	buf = slurp(trail, &len);
+	for (size_t i = 0; i < len; i++)
+		lines += buf[i] == '\n';
+	free(buf);
+	ck_assert_uint_eq(lines, 52);
+}
+END_TEST
+
 /* The trail path is a symlink: to /dev/full (disk full), then back to a
  * real file; a reopen restores the trail and the chain goes on. */
 START_TEST(test_fail_then_reopen)
@@ -686,6 +762,7 @@ main(void)
 	tcase_add_test(tc, test_no_secret_in_trail);
 	tcase_add_test(tc, test_fail_closed_dev_full);
 	tcase_add_test(tc, test_fail_then_reopen);
+	tcase_add_test(tc, test_sync_thread_after_fork);
 	tcase_add_test(tc, test_rotation);
 	tcase_add_test(tc, test_events_table);
 	tcase_add_test(tc, test_reserved_and_unicode);
