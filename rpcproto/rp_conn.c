@@ -67,6 +67,10 @@ struct rp_conn {
 	uint32_t timeout_ms;
 	uint32_t next_id;
 	uint32_t npending;
+	/* Our calls given up (timed out or cancelled) among the last 64 ids
+	 * issued: bit i stands for id next_id - 1 - i. An answer to one of
+	 * them is late, not stray: it is not counted against the peer. */
+	uint64_t late_ids;
 	uint32_t refs;
 	uint16_t state;
 	uint8_t bad_lines;
@@ -345,6 +349,30 @@ call_unlink(struct rp_conn *c, struct rp_call *k)
 	c->npending--;
 }
 
+/* We stopped waiting for call `id` (timeout, cancel): remember it, so that
+ * its answer, if it still comes, is known as late. */
+static void
+call_given_up(struct rp_conn *c, uint32_t id)
+{
+	if (id != 0 && id < c->next_id && c->next_id - 1 - id < 64)
+		c->late_ids |= (uint64_t)1 << (c->next_id - 1 - id);
+}
+
+/* 1 (once) if v is the id of a call we gave up on recently. */
+static int
+call_was_given_up(struct rp_conn *c, json_int_t v)
+{
+	uint32_t d;
+
+	if (v <= 0 || v >= (json_int_t)c->next_id)
+		return 0;
+	d = c->next_id - 1 - (uint32_t)v;
+	if (d >= 64 || !(c->late_ids & ((uint64_t)1 << d)))
+		return 0;
+	c->late_ids &= ~((uint64_t)1 << d);
+	return 1;
+}
+
 static void
 call_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -355,6 +383,7 @@ call_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	call_unlink(c, k);
 	log_debug("call %u timed out", k->id);
+	call_given_up(c, k->id);
 	call_free(k);
 	rp_conn_ref(c);
 	cb(c, RP_ERR_TIMEOUT, NULL, cbarg);
@@ -387,8 +416,11 @@ rp_conn_call(struct rp_conn *c, const char *method, json_t *params,
 	 * wrap-around. */
 	do {
 		k->id = c->next_id++;
-		if (c->next_id > INT32_MAX)
+		c->late_ids <<= 1;
+		if (c->next_id > INT32_MAX) {
 			c->next_id = 1;
+			c->late_ids = 0;
+		}
 		for (o = LIST_FIRST(&c->calls); o != NULL;
 		     o = LIST_NEXT(o, entry))
 			if (o->id == k->id)
@@ -444,6 +476,7 @@ conn_fail_calls(struct rp_conn *c, int match_all, void *arg)
 		void *cbarg = k->arg;
 
 		LIST_REMOVE(k, entry);
+		call_given_up(c, k->id);
 		call_free(k);
 		cb(c, RP_ERR_CLOSED, NULL, cbarg);
 	}
@@ -875,6 +908,15 @@ conn_response(struct rp_conn *c, struct rp_msg *m)
 		     k = LIST_NEXT(k, entry))
 			if ((json_int_t)k->id == v)
 				break;
+	}
+	if (k == NULL && json_is_integer(m->id) &&
+	    call_was_given_up(c, json_integer_value(m->id))) {
+		/* We stopped waiting (timeout, cancel): the peer is slow, not
+		 * wrong. Ignored, and not counted as a rejected message. */
+		log_debug("%s: late answer to call %lld ignored",
+		    rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : "conn",
+		    (long long)json_integer_value(m->id));
+		return;
 	}
 	if (k == NULL) {
 		char text[96];

@@ -27,7 +27,10 @@
  * resets the count; max_bad_lines in a row close the connection. Malformed
  * lines are answered with "id": null (or the id when it could be read),
  * except malformed responses and notifications, which are never answered
- * (JSON-RPC) but reported through on_protocol_error.
+ * (JSON-RPC) but reported through on_protocol_error. A response to an
+ * unknown id is a bad line too, except a late answer: one to a call of ours
+ * among the last 64 that timed out or was cancelled, which is ignored
+ * (logged at debug) and neither counted nor reported.
  */
 #ifndef RP_CONN_H
 #define RP_CONN_H

@@ -921,15 +921,103 @@ START_TEST(test_call_timeout)
 	ck_assert_ptr_null(rec.result);
 	ck_assert_uint_eq(rp_conn_pending(conn), 0);
 
-	/* A late answer is ignored: the callback does not run again. */
+	/* A late answer is ignored: the callback does not run again, and
+	 * it is no protocol error (the peer was slow, not wrong). */
 	snprintf(line, sizeof(line),
 	    "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":true}\n",
 	    (long long)json_integer_value(json_object_get(req, "id")));
+	peer_send(line);
+	ck_assert(!run_until(proto_seen, 200));
+	ck_assert_int_eq(rec.calls, 1);
+	ck_assert(!have_line()); /* not answered */
+	/* The same answer again is a stray response. */
 	peer_send(line);
 	ck_assert(run_until(proto_seen, 2000));
 	ck_assert_int_eq(last_proto_code, RP_ERR_NOT_FOUND);
 	ck_assert_int_eq(rec.calls, 1);
 	json_decref(req);
+}
+END_TEST
+
+static int
+all_timed_out(void)
+{
+	return rp_conn_pending(conn) == 0;
+}
+
+/*
+ * Late answers (to calls that timed out or were cancelled) do not count
+ * toward max_bad_lines: more of them than the limit leave the connection
+ * open. Stray responses still count and close it.
+ */
+START_TEST(test_late_answers_not_counted)
+{
+	struct reply_rec rec[6] = {{0}};
+	json_int_t ids[6];
+	char line[128];
+	json_t *req;
+
+	rp_conn_unref(conn);
+	bufferevent_free(peer);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	n_close = 0;
+	make_conn(3, 0);
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(rp_conn_call(conn, "novice.prompt", NULL, 30,
+		                     reply_cb, &rec[i]),
+		    0);
+	ck_assert_int_eq(rp_conn_call(conn, "control.prompt", NULL, 10000,
+	                     reply_cb, &rec[5]),
+	    0);
+	for (int i = 0; i < 6; i++) {
+		req = peer_recv();
+		ids[i] = json_integer_value(json_object_get(req, "id"));
+		json_decref(req);
+	}
+	rp_conn_cancel_calls(conn, &rec[5]); /* e.g. the ticket ended */
+	ck_assert(run_until(all_timed_out, 2000));
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(rec[i].calls, 1);
+	ck_assert_int_eq(rec[0].code, RP_ERR_TIMEOUT);
+	ck_assert_int_eq(rec[5].code, RP_ERR_CLOSED);
+
+	/* Six late answers, twice the limit of 3: results and an error. */
+	for (int i = 0; i < 6; i++) {
+		if (i == 2)
+			snprintf(line, sizeof(line),
+			    "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"error\":{"
+			    "\"code\":1017,\"message\":\"busy\"}}\n",
+			    (long long)ids[i]);
+		else
+			snprintf(line, sizeof(line),
+			    "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":"
+			    "{\"answer\":\"accept\"}}\n",
+			    (long long)ids[i]);
+		peer_send(line);
+	}
+	run_until(never, 100);
+	ck_assert(rp_conn_is_open(conn));
+	ck_assert_int_eq(n_proto, 0);
+	ck_assert_int_eq(n_close, 0);
+	ck_assert(!have_line());
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(rec[i].calls, 1);
+
+	/* Answers to ids never issued, or answered twice, are strays. */
+	snprintf(line, sizeof(line),
+	    "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":1}\n"
+	    "{\"jsonrpc\":\"2.0\",\"id\":5000,\"result\":1}\n"
+	    "{\"jsonrpc\":\"2.0\",\"id\":5001,\"result\":1}\n",
+	    (long long)ids[0]);
+	peer_send(line);
+	ck_assert(run_until(is_eof, 2000));
+	ck_assert_int_eq(n_close, 1);
+	ck_assert_int_eq(n_proto, 3);
+	ck_assert_ptr_nonnull(strstr(close_why, "too many malformed lines"));
+	for (int i = 0; i < 6; i++) {
+		ck_assert_int_eq(rec[i].calls, 1);
+		json_decref(rec[i].result);
+	}
 }
 END_TEST
 
@@ -1267,6 +1355,7 @@ conn_suite(void)
 	tcase_add_test(tc, test_detach);
 	tcase_add_test(tc, test_detach_paused);
 	tcase_add_test(tc, test_call_timeout);
+	tcase_add_test(tc, test_late_answers_not_counted);
 	tcase_add_test(tc, test_call_correlation);
 	tcase_add_test(tc, test_pending_failed_on_close);
 	tcase_add_test(tc, test_pending_failed_on_peer_close);
