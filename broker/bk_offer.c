@@ -1617,7 +1617,12 @@ ev_connected(struct rp_conn *c, json_t *id, json_t *params, struct offer *o)
 		json_object_set_new(f, "reason", json_string(rp_err_name(rc)));
 		json_object_set_new(f, "host", json_string(peer_addr(c)));
 		audit(ctx, BK_AE_TICKET_REFUSED, f);
-		reply_err(c, id, rc, NULL);
+		/* The code's own message speaks of the connection's state;
+		 * here it is the ticket's. */
+		reply_err(c, id, rc,
+		    rc == RP_ERR_WRONG_STATE
+		        ? "ticket not accepted yet: connected before consent"
+		        : NULL);
 		if (was_open && o->t->state == BK_TS_EXPIRED)
 			offer_expire(o); /* bk_ticket_use found it due */
 		else

@@ -835,6 +835,14 @@ START_TEST(t_cancel_and_helper_gone)
 	json_decref(res);
 	update_drop(h, tid, "prompting");
 	json_decref(agent_answer(a, "novice.prompt", tid, NULL));
+	/* The agent reports a connection before anyone consented: refused
+	 * with a message about the ticket, not the connection state. */
+	ck_assert_int_eq(event(a, tid, "connected", &res), RP_ERR_WRONG_STATE);
+	ck_assert_str_eq(jstr(res, "message"),
+	    "ticket not accepted yet: connected before consent");
+	json_decref(res);
+	ck_assert(
+	    audit_has("ticket_refused", tid, "\"reason\":\"wrong_state\""));
 	ck_assert_int_eq(tl_client_call(h, "offer.cancel",
 	                     json_pack("{s:s}", "ticket", tid), T_WAIT, &res),
 	    0);
