@@ -52,9 +52,10 @@ const struct rp_method bk_methods[] = {
         .params = "{filter?:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_machines_list},
+    /* addresses: [str], 1 to 16 (the handler says which is wrong) */
     {.name = "offer.create",
         .states = HELPER,
-        .params = "{machine:s, mode:s, addresses:[s]}",
+        .params = "{machine:s, mode:s, addresses:o}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_offer_create},
     {.name = "offer.cancel",

@@ -1091,9 +1091,15 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	mstr = json_string_value(json_object_get(params, "machine"));
 	mode_s = json_string_value(json_object_get(params, "mode"));
 	ja = json_object_get(params, "addresses");
-	if (mstr == NULL || mode_s == NULL || !json_is_array(ja)) {
+	if (mstr == NULL || mode_s == NULL || ja == NULL) {
 		rp_conn_error(c, id, RP_ERR_INVALID_PARAMS,
 		    "machine, mode and addresses are required", NULL);
+		return;
+	}
+	if (!json_is_array(ja)) {
+		rp_conn_error(c, id, RP_ERR_INVALID_PARAMS,
+		    "addresses: expected an array of \"ip:port\" strings",
+		    NULL);
 		return;
 	}
 	n = strlen(mstr);
@@ -1119,7 +1125,12 @@ bk_h_offer_create(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		return;
 	}
 	n = json_array_size(ja);
-	if (n == 0 || n > BK_TICKET_MAX_ADDRS) {
+	if (n == 0) {
+		rp_conn_error(c, id, RP_ERR_INVALID_PARAMS,
+		    "addresses: at least one \"ip:port\" is needed", NULL);
+		return;
+	}
+	if (n > BK_TICKET_MAX_ADDRS) {
 		rp_conn_error(c, id, RP_ERR_INVALID_PARAMS,
 		    "addresses: 1 to 16 \"ip:port\" entries", NULL);
 		return;

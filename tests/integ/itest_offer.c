@@ -588,6 +588,24 @@ START_TEST(t_refusals)
 		    RP_ERR_INVALID_PARAMS);
 		json_decref(res);
 	}
+	/* No address at all, and not an array: the handler says what is
+	 * wrong (not the params checker's "Array index 0 out of range"). */
+	ck_assert_int_eq(tl_client_call(h, "offer.create",
+	                     json_pack("{s:s, s:s, s:[]}", "machine", WS42,
+	                         "mode", "view", "addresses"),
+	                     T_WAIT, &res),
+	    RP_ERR_INVALID_PARAMS);
+	ck_assert_str_eq(jstr(res, "message"),
+	    "addresses: at least one \"ip:port\" is needed");
+	json_decref(res);
+	ck_assert_int_eq(tl_client_call(h, "offer.create",
+	                     json_pack("{s:s, s:s, s:s}", "machine", WS42,
+	                         "mode", "view", "addresses", "127.0.0.1:1"),
+	                     T_WAIT, &res),
+	    RP_ERR_INVALID_PARAMS);
+	ck_assert_str_eq(jstr(res, "message"),
+	    "addresses: expected an array of \"ip:port\" strings");
+	json_decref(res);
 	ck_assert_int_eq(audit_n("ticket_created"), 0);
 
 	/* Policy deny: the deny rule is named. */
