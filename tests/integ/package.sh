@@ -10,7 +10,8 @@
 #   dpkg -i; the user, directories and enabled-but-skipped units the
 #   postinst promises; the example configuration with certificates put in
 #   place; systemctl start rabrokerd (Type=notify: returns after READY=1),
-#   raagent registers with it (rabrokerctl agents), reload writes
+#   raagent registers with it (rabrokerctl agents), a user's logind
+#   session appears at the broker and goes at logout, reload writes
 #   policy_reloaded, the audit trail verifies, stop is clean, dpkg -r
 #   stops and disables both units and keeps the audit trail.
 # Both units run with their full sandbox (ProtectSystem=strict, syscall

@@ -86,6 +86,24 @@ check "systemctl start raagent" systemctl start raagent.service
 agent_online() { rabrokerctl agents 2>/dev/null | grep -q ws-042.corp.example; }
 check "the agent is online at the broker (rabrokerctl agents)" wait_for 200 agent_online
 
+step "a user logs on (logind)"
+# A PAM session through pam_systemd: logind registers it, raagent (the
+# example's [sessions] source = logind) follows it and tells the broker.
+# Without a terminal logind would make it a "background" session, which
+# raagent rightly ignores (nobody to ask): the class and type of a console
+# login are given as pam_systemd reads them.
+useradd --create-home novice
+systemd-run --quiet --unit=novice-login -p PAMName=login -p User=novice \
+	-E XDG_SESSION_CLASS=user -E XDG_SESSION_TYPE=tty /bin/sleep 300
+in_logind() { loginctl list-sessions --no-legend | grep -q novice; }
+check "logind has novice's session" wait_for 100 in_logind
+novice_seen() { rabrokerctl agents 2>/dev/null | grep -q 'novice (console)'; }
+check "raagent reported novice's logind session to the broker" wait_for 200 novice_seen
+systemctl stop novice-login
+novice_gone() { ! rabrokerctl agents 2>/dev/null | grep -q novice; }
+check "raagent reported the logout" wait_for 200 novice_gone
+rabrokerctl agents | sed 's/^/   /'
+
 step "systemctl reload rabrokerd"
 check "systemctl reload rabrokerd" systemctl reload rabrokerd.service
 reloaded() { grep -q policy_reloaded /var/log/rabroker/audit.log; }
