@@ -9,7 +9,9 @@
  * Each connection is read line by line; every line is one request and gets
  * one reply line. A line longer than BK_CONTROL_LINE_MAX, or more than
  * CTL_CLIENTS_MAX connections, or a connection idle for CTL_IDLE_S, is
- * closed. Requests are answered synchronously from the broker's state.
+ * closed. Requests are answered synchronously from the broker's state,
+ * except expire, whose reply waits until the revocation is durable (the
+ * client's later lines wait with it).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -49,8 +51,17 @@ struct ctl_client {
 	struct bufferevent *bev;
 	uid_t uid;
 	int closing; /* reply queued, close once written */
+	int waiting; /* a reply waits for the store (expire) */
+	int gone;    /* freed while waiting: the store's callback frees it */
+	char ticket[BK_TICKET_ID_LEN + 1]; /* the ticket being expired */
 	struct ctl_client *prev, *next;
 };
+
+static void on_read(struct bufferevent *bev, void *arg);
+
+/* A command's answer comes later (the command sends it itself). */
+static json_t ctl_later_;
+#define CTL_LATER (&ctl_later_)
 
 struct bk_control {
 	struct bk_ctx *ctx;
@@ -91,7 +102,11 @@ client_free(struct ctl_client *cl)
 		cl->next->prev = cl->prev;
 	ctl->nclients--;
 	bufferevent_free(cl->bev);
-	free(cl);
+	cl->bev = NULL;
+	if (cl->waiting)
+		cl->gone = 1; /* expire_durable frees it */
+	else
+		free(cl);
 }
 
 static void
@@ -221,66 +236,58 @@ cmd_tickets(struct bk_control *ctl, struct ctl_client *cl, json_t *req)
 }
 
 /*
- * Revokes an open ticket as the operator. The offer engine's own path for a
- * revocation is the agent's ticket.expire, which audits ticket_revoked,
- * ends a connected session and tells the helper; it is run here on the
- * target agent's connection as a notification (no reply goes to the
- * agent), and the agent is then told with ticket.revoked so that it drops
- * the session and its prompt.
+ * Revokes an open ticket as the operator, whether or not its machine is
+ * online (bk_offers_revoke: audited ticket_revoked with reason "operator",
+ * the helper told, the agent told if online, a relay torn down). Like the
+ * helper and the agent, the operator hears "revoked" only once the state
+ * is durable: the reply waits for the store (reading from this client
+ * stops meanwhile, so replies stay in order).
  */
-static int
-ctl_revoke(struct bk_ctx *ctx, const char *id, uid_t uid, char *why, size_t wl)
+static void
+expire_durable(int rc, void *arg)
 {
-	const struct bk_ticket *t = bk_offers_ticket(ctx->offers, id);
-	struct bk_agent *ag;
-	struct rp_conn *c;
-	json_t *params;
+	struct ctl_client *cl = arg;
 
-	if (t == NULL) {
-		snprintf(why, wl, "no open ticket with this id");
-		return RP_ERR_NOT_FOUND;
+	cl->waiting = 0;
+	if (cl->gone) {
+		free(cl); /* closed meanwhile (client_free left it to us) */
+		return;
 	}
-	ag = ctx->agents ? bk_agents_find(ctx->agents, t->machine) : NULL;
-	if (ag == NULL || ag->conn == NULL) {
-		snprintf(why, wl,
-		    "%s is offline: the ticket ends at its expiry or when the "
-		    "machine comes back",
-		    t->machine);
-		return RP_ERR_MACHINE_OFFLINE;
-	}
-	c = ag->conn;
-	rp_conn_ref(c);
-	params = json_pack("{s:s, s:s}", "ticket", id, "user", "operator");
-	bk_h_ticket_expire(c, NULL, params, ctx);
-	json_decref(params);
-	if (bk_offers_ticket(ctx->offers, id) != NULL) {
-		rp_conn_unref(c);
-		snprintf(why, wl, "the ticket could not be revoked");
-		return RP_ERR_INTERNAL;
-	}
-	(void)rp_conn_notify(c, "ticket.revoked",
-	    json_pack("{s:s, s:s}", "ticket", id, "reason", "revoked"));
-	rp_conn_unref(c);
-	log_info("control: ticket %s revoked by the operator (uid %ld)", id,
-	    (long)uid);
-	return RP_OK;
+	if (rc == RP_OK)
+		send_json(cl,
+		    json_pack("{s:b, s:s, s:s}", "ok", 1, "ticket", cl->ticket,
+		        "state", "revoked"));
+	else
+		send_json(cl,
+		    err_json(rp_err_name(rc),
+		        "the ticket store failed: the revocation may not "
+		        "survive a restart (see the broker's log)"));
+	bufferevent_enable(cl->bev, EV_READ);
+	on_read(cl->bev, cl); /* lines that came meanwhile */
 }
 
 static json_t *
 cmd_expire(struct bk_control *ctl, struct ctl_client *cl, json_t *req)
 {
+	struct bk_ctx *ctx = ctl->ctx;
 	const char *id = json_string_value(json_object_get(req, "ticket"));
-	char why[200];
-	int rc;
 
 	if (id == NULL || !bk_ticket_id_valid(id))
 		return err_json("invalid_params",
 		    "\"ticket\" must be a ticket id (32 lower-case hex)");
-	rc = ctl_revoke(ctl->ctx, id, cl->uid, why, sizeof(why));
-	if (rc != RP_OK)
-		return err_json(rp_err_name(rc), why);
-	return json_pack(
-	    "{s:b, s:s, s:s}", "ok", 1, "ticket", id, "state", "revoked");
+	if (bk_offers_revoke(ctx, id, "operator", "operator") != RP_OK)
+		return err_json(rp_err_name(RP_ERR_NOT_FOUND),
+		    "no open ticket with this id");
+	log_info("control: ticket %s revoked by the operator (uid %ld)", id,
+	    (long)cl->uid);
+	if (ctx->store == NULL)
+		return json_pack("{s:b, s:s, s:s}", "ok", 1, "ticket", id,
+		    "state", "revoked");
+	snprintf(cl->ticket, sizeof(cl->ticket), "%s", id);
+	cl->waiting = 1;
+	bufferevent_disable(cl->bev, EV_READ);
+	bk_store_sync(ctx->store, expire_durable, cl);
+	return CTL_LATER;
 }
 
 static const struct ctl_command {
@@ -310,7 +317,10 @@ handle_line(struct ctl_client *cl, const char *line, size_t len)
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(cmd, commands[i].name) == 0) {
-			send_json(cl, commands[i].run(cl->ctl, cl, req));
+			json_t *res = commands[i].run(cl->ctl, cl, req);
+
+			if (res != CTL_LATER)
+				send_json(cl, res);
 			json_decref(req);
 			return;
 		}
@@ -328,7 +338,7 @@ on_read(struct bufferevent *bev, void *arg)
 	char *line;
 	size_t len;
 
-	if (cl->closing)
+	if (cl->closing || cl->waiting)
 		return;
 	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
 		if (len > BK_CONTROL_LINE_MAX) {
@@ -337,6 +347,8 @@ on_read(struct bufferevent *bev, void *arg)
 		}
 		handle_line(cl, line, len);
 		free(line);
+		if (cl->waiting)
+			return; /* the rest after the reply */
 	}
 	if (evbuffer_get_length(in) <= BK_CONTROL_LINE_MAX)
 		return;

@@ -1553,14 +1553,56 @@ agent_offer(struct rp_conn *c, json_t *id, json_t *params, const char **tidp)
 	return NULL;
 }
 
+/*
+ * Ends an open ticket as revoked, whatever the agent's state. The novice's
+ * agent asked (c, id): it gets the reply, not ticket.revoked. Anybody else
+ * (the operator, c NULL): the agent, if online, gets ticket.revoked. The
+ * state is durable before the helper, the agent or the caller hear of it;
+ * a relay or a prompt of the ticket is ended by offer_final.
+ */
+static void
+offer_revoke(struct offer *o, const char *reason, const char *user,
+    struct rp_conn *c, json_t *id)
+{
+	json_t *f;
+
+	o->refs++;
+	f = tfields(o->t);
+	json_object_set_new(f, "user", json_string(user));
+	json_object_set_new(
+	    f, "state", json_string(bk_ticket_state_name(o->t->state)));
+	json_object_set_new(f, "reason", json_string(reason));
+	audit(o->os->ctx, BK_AE_TICKET_REVOKED, f);
+	session_cut(o, "revoked");
+	offer_hold(o);
+	if (c != NULL)
+		out_reply(o, c, id, json_pack("{s:s}", "state", "revoked"));
+	else
+		tell_agent_revoked(o, "revoked");
+	(void)offer_move(o, BK_TS_REVOKED, "revoked", user);
+	offer_release(o);
+	offer_unref(o);
+}
+
+int
+bk_offers_revoke(
+    struct bk_ctx *ctx, const char *id, const char *reason, const char *who)
+{
+	struct offer *o = offer_find(ctx->offers, id);
+
+	if (o == NULL || !bk_ticket_is_open(o->t))
+		return RP_ERR_NOT_FOUND;
+	offer_revoke(o, reason, who, NULL, NULL);
+	return RP_OK;
+}
+
 void
 bk_h_ticket_expire(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 {
-	struct bk_ctx *ctx = arg;
 	const char *tid, *user;
 	struct offer *o = agent_offer(c, id, params, &tid);
-	json_t *f;
 
+	(void)arg;
 	if (o == NULL) {
 		if (tid != NULL && bk_ticket_id_valid(tid))
 			reply_err(c, id, RP_ERR_NOT_FOUND, "no such ticket");
@@ -1569,18 +1611,7 @@ bk_h_ticket_expire(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	user = json_string_value(json_object_get(params, "user"));
 	if (!good_text(user, OFFER_USER_MAX))
 		user = "(unknown)";
-	o->refs++;
-	f = tfields(o->t);
-	json_object_set_new(f, "user", json_string(user));
-	json_object_set_new(
-	    f, "state", json_string(bk_ticket_state_name(o->t->state)));
-	audit(ctx, BK_AE_TICKET_REVOKED, f);
-	session_cut(o, "revoked");
-	offer_hold(o);
-	out_reply(o, c, id, json_pack("{s:s}", "state", "revoked"));
-	(void)offer_move(o, BK_TS_REVOKED, "revoked", user);
-	offer_release(o);
-	offer_unref(o);
+	offer_revoke(o, "user", user, c, id);
 }
 
 /* session.event connected for a ticket not open here (ended, used...):

@@ -20,7 +20,8 @@
  *                        -> timed_out
  *   any open state -> expired   (expires_at reached)
  *                  -> cancelled (helper: offer.cancel)
- *                  -> revoked   (novice: ticket.expire)
+ *                  -> revoked   (novice: ticket.expire; operator:
+ *                                rabrokerctl expire)
  *
  * Open states are offered, prompting, accepted and connected; the others
  * are final. expires_at bounds the whole ticket, a connected session

@@ -29,6 +29,7 @@
 
 #include <event2/event.h>
 
+#include "rp_error.h"
 #include "rp_log.h"
 #include "tl_broker.h"
 #include "tl_slapd.h"
@@ -620,6 +621,97 @@ START_TEST(t_metrics_and_control)
 }
 END_TEST
 
+/*
+ * The operator ends a connected session whose machine has gone offline
+ * (rabrokerctl expire works whatever the agent's state): the helper is
+ * told, the ticket is no longer open anywhere, the trail has the revocation
+ * and the session's end and still verifies; the agent, back, cannot use it.
+ */
+START_TEST(t_expire_offline)
+{
+	struct tl_client *a, *h;
+	char out[16384], tid[33], path[700];
+	json_t *p, *id = NULL, *res = NULL;
+	int rc;
+
+	broker_up(NULL, 0);
+	a = connect_as("ws-042");
+	ck_assert_int_eq(tl_client_agent_login(a, WS42, "CORP\\bob"), 0);
+	h = connect_as(NULL);
+	ck_assert_int_eq(tl_client_helper_login(h, "alice", "alice-pw"), 0);
+	ck_assert_int_eq(offer(h, tid), 0);
+	answer_prompt(a, "accept");
+	ck_assert(wait_update(h, tid, "accepted"));
+	p = tl_client_wait_request(a, "ticket.connect", T_WAIT, &id);
+	ck_assert_ptr_nonnull(p);
+	json_decref(p);
+	ck_assert_int_eq(tl_client_reply(a, id, json_object()), 0);
+	json_decref(id);
+	ck_assert_int_eq(tl_client_call(a, "session.event",
+	                     json_pack("{s:s, s:s, s:s}", "ticket", tid,
+	                         "event", "connected", "via", "direct"),
+	                     T_WAIT, NULL),
+	    0);
+	ck_assert(wait_update(h, tid, "connected"));
+
+	/* The machine goes offline; the session is still open. */
+	tl_client_free(a);
+	ck_assert(tl_broker_wait_audit(
+	    &br, "\"event\":\"agent_offline\"", 1, T_WAIT));
+	rc = ctl(out, sizeof(out), "-s", sock, "-j", "tickets", NULL);
+	ck_assert_msg(rc == 0 && strstr(out, tid) &&
+	        strstr(out, "\"state\":\"connected\""),
+	    "tickets: %s", out);
+
+	rc = ctl(out, sizeof(out), "-s", sock, "expire", tid, NULL);
+	ck_assert_msg(
+	    rc == 0 && strstr(out, "revoked"), "expire: %d %s", rc, out);
+	p = tl_client_wait_request(h, "offer.update", T_WAIT, NULL);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_str_eq(jstr(p, "ticket"), tid);
+	ck_assert_str_eq(jstr(p, "state"), "revoked");
+	ck_assert_str_eq(jstr(p, "reason"), "revoked");
+	ck_assert_str_eq(jstr(p, "user"), "operator");
+	json_decref(p);
+	rc = ctl(out, sizeof(out), "-s", sock, "-j", "tickets", NULL);
+	ck_assert_msg(rc == 0 && !strstr(out, tid), "tickets: %s", out);
+	rc = ctl(out, sizeof(out), "-s", sock, "expire", tid, NULL);
+	ck_assert_msg(
+	    rc == 1 && strstr(out, "not_found"), "expire again: %s", out);
+	ck_assert_int_eq(tl_client_call(h, "offer.cancel",
+	                     json_pack("{s:s}", "ticket", tid), T_WAIT, &res),
+	    RP_ERR_NOT_FOUND);
+	json_decref(res);
+
+	/* The trail: who, why, the state it had, the session's end. */
+	ck_assert_int_eq(
+	    tl_broker_audit_count(&br, "\"event\":\"ticket_revoked\""), 1);
+	ck_assert_int_eq(tl_broker_audit_count(&br,
+	                     "\"user\":\"operator\",\"state\":\"connected\","
+	                     "\"reason\":\"operator\""),
+	    1);
+	ck_assert_int_eq(tl_broker_audit_count(&br, "\"reason\":\"revoked\""),
+	    1); /* session_disconnected */
+	snprintf(path, sizeof(path), "%s", br.audit);
+	rc = ctl(out, sizeof(out), "verify-audit", path, NULL);
+	ck_assert_msg(rc == 0 && strstr(out, "ok:"), "verify-audit: %s", out);
+
+	/* The agent comes back: no ticket.connect, and the ticket is dead. */
+	a = connect_as("ws-042");
+	ck_assert_int_eq(tl_client_agent_login(a, WS42, "CORP\\bob"), 0);
+	ck_assert_ptr_null(
+	    tl_client_wait_request(a, "ticket.connect", 300, NULL));
+	ck_assert_int_eq(
+	    tl_client_call(a, "session.event",
+	        json_pack("{s:s, s:s}", "ticket", tid, "event", "connected"),
+	        T_WAIT, &res),
+	    RP_ERR_TICKET_EXPIRED);
+	json_decref(res);
+	tl_client_free(a);
+	tl_client_free(h);
+}
+END_TEST
+
 /* The agent goes away while its user is being asked: "offline", not
  * "declined". Too many failed logins: "rate_limited". */
 START_TEST(t_offline_and_rate_limited)
@@ -800,6 +892,7 @@ suite(void)
 	tcase_set_timeout(tc, 90);
 	tcase_add_test(tc, t_metrics_and_control);
 	tcase_add_test(tc, t_offline_and_rate_limited);
+	tcase_add_test(tc, t_expire_offline);
 	tcase_add_test(tc, t_ctl_errors);
 	tcase_add_test(tc, t_listen_checks);
 	tcase_add_test(tc, t_port_taken);
