@@ -19,6 +19,11 @@
  * told to connect) and create->accepted (the helper told), p90/max of the
  * last.
  *
+ * Also reported: the broker's CPU per offer (whole process, and its main
+ * thread: the event loop) and the load average. With TL_PERF_DIR set, the
+ * measurement is recorded by perf into TL_PERF_DIR/offer.data
+ * (tl_broker_perf_start).
+ *
  * Bounded: -n agents (default 1000, max 5000), -o offers (default 2000,
  * max 100000), -c in flight (default 16), -t seconds (default 60). Loopback
  * only. The audit trail is synced as in production (group commit); the broker's
@@ -528,6 +533,14 @@ pct(uint64_t *v, int n, double p)
 	return v[i] / 1000.0;
 }
 
+static double
+loadavg1(void)
+{
+	double la[1];
+
+	return getloadavg(la, 1) == 1 ? la[0] : -1.0;
+}
+
 static int
 all_registered(void *arg)
 {
@@ -614,7 +627,7 @@ main(int argc, char **argv)
 	char cert[700], key[700];
 	int ch, i, hst = 0, conc;
 	uint64_t t0, t_conn, t_meas;
-	long cpu0, cpu1;
+	long cpu0, cpu1, mcpu0, mcpu1;
 	double secs;
 
 	while ((ch = getopt(argc, argv, "n:o:c:t:")) != -1) {
@@ -725,12 +738,16 @@ main(int argc, char **argv)
 		goto fail;
 	}
 
+	tl_broker_perf_start(&br, "offer");
 	cpu0 = tl_broker_cpu_ms(&br);
+	mcpu0 = tl_broker_main_cpu_ms(&br);
 	t0 = now_us();
 	start_offers();
 	tl_run_until(base, done_all, NULL, (unsigned)tlimit * 1000);
 	t_meas = now_us() - t0;
 	cpu1 = tl_broker_cpu_ms(&br);
+	mcpu1 = tl_broker_main_cpu_ms(&br);
+	tl_broker_perf_stop();
 	secs = t_meas / 1e6;
 	qsort(lat_prompt, (size_t)completed, sizeof(uint64_t), cmp_u64);
 	qsort(lat_acc, (size_t)completed, sizeof(uint64_t), cmp_u64);
@@ -764,6 +781,15 @@ main(int argc, char **argv)
 	printf("%-34s %10.1f\n", "rabrokerd CPU during offers (%)",
 	    cpu0 >= 0 && cpu1 >= 0 ? 100.0 * (cpu1 - cpu0) / (t_meas / 1e3)
 	                           : -1.0);
+	printf("%-34s %10.3f\n", "rabrokerd CPU per offer (ms)",
+	    cpu0 >= 0 && cpu1 >= 0 && completed > 0
+	        ? (double)(cpu1 - cpu0) / completed
+	        : -1.0);
+	printf("%-34s %10.3f\n", "  of which its event loop (ms)",
+	    mcpu0 >= 0 && mcpu1 >= 0 && completed > 0
+	        ? (double)(mcpu1 - mcpu0) / completed
+	        : -1.0);
+	printf("%-34s %10.2f\n", "load average (1 min) at the end", loadavg1());
 	printf("%-34s %10.1f\n", "rabrokerd RSS (MiB)",
 	    tl_broker_rss(&br) / 1048576.0);
 	printf("%-34s %10ld\n", "audit lines written",

@@ -41,6 +41,9 @@
  *   -H: [broker] handshake_threads (default: the broker's default). The
  *       broker's CPU is given in all and for its main thread (the event
  *       loop, /proc/PID/task/PID/stat), which is what bounds its rate.
+ *   TL_PERF_DIR=DIR in the environment: perf records the broker during
+ *       phase 3 (DIR/list.data) and each restart until all are back
+ *       (DIR/restart.data, DIR/restart-newkey.data); tl_broker_perf_start.
  *
  * Needs (run.sh scale does the first two when run as root): RLIMIT_NOFILE
  * above N + 1024 for both processes (raised here up to fs.nr_open),
@@ -1051,9 +1054,10 @@ struct restart_res {
 };
 
 /* SIGTERM, wait for the exit (running our loop: the agents see the drain
- * and start their backoff), start again, wait for every agent. */
+ * and start their backoff), start again, wait for every agent (recorded
+ * by perf as DIR/TAG.data with TL_PERF_DIR). */
 static int
-do_restart(struct restart_res *r)
+do_restart(struct restart_res *r, const char *tag)
 {
 	uint64_t t0, t_exit, t_ready, end;
 	int st;
@@ -1087,7 +1091,9 @@ do_restart(struct restart_res *r)
 		return -1;
 	}
 	t_ready = now_ms();
+	tl_broker_perf_start(&br, tag);
 	tl_run_until(base, all_up, NULL, (unsigned)tlimit * 1000);
+	tl_broker_perf_stop();
 	r->up = nup;
 	r->total_s = (now_ms() - t0) / 1e3;
 	r->since_ready_s = (now_ms() - t_ready) / 1e3;
@@ -1304,14 +1310,19 @@ main(int argc, char **argv)
 	if (!no_dir) {
 		if (helper_login() != 0)
 			fprintf(stderr, "bench_scale: helper login failed\n");
-		else if (time_list(NULL, 21, &lm, &lx, &lcount, &ltrunc) == 0 &&
-		    time_list(
-		        "bench-000042.", 21, &fm, &fx, &fcount, &ftrunc) == 0)
-			have_list = 1;
+		else {
+			tl_broker_perf_start(&br, "list");
+			if (time_list(NULL, 21, &lm, &lx, &lcount, &ltrunc) ==
+			        0 &&
+			    time_list("bench-000042.", 21, &fm, &fx, &fcount,
+			        &ftrunc) == 0)
+				have_list = 1;
+			tl_broker_perf_stop();
+		}
 	}
 
 	/* 4. restart with tickets; 5. restart with a new ticket key. */
-	if (do_restart(&r1) != 0)
+	if (do_restart(&r1, "restart") != 0)
 		goto out;
 	printf("phase 4: restart: %d/%d back in %.1f s (%ld resumed, %ld "
 	       "full, %ld TLS failures)\n",
@@ -1322,7 +1333,7 @@ main(int argc, char **argv)
 		snprintf(kf, sizeof(kf), "%s/ticket.key", br.dir);
 		/* The running broker has read it; the next makes a new one. */
 		unlink(kf);
-		if (do_restart(&r2) != 0)
+		if (do_restart(&r2, "restart-newkey") != 0)
 			goto out;
 		printf("phase 5: restart, new ticket key: %d/%d back in %.1f "
 		       "s (%ld resumed, %ld full)\n",

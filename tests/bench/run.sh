@@ -8,6 +8,12 @@
 #   BENCH_ARGS="-n 5000" tests/bench/run.sh   extra arguments for each
 #   tests/bench/run.sh scale      bench_scale (100,000 agents by default; long:
 #                                 only when named; see docs/SCALE.md)
+#   TL_PERF_DIR=/tmp/p BENCH_BUILD_TYPE=RelWithDebInfo tests/bench/run.sh offer
+#                                 profile the broker with perf during the
+#                                 measurement (bench_offer: offer.data;
+#                                 bench_scale: list.data, restart.data), read
+#                                 with `perf report -i /tmp/p/offer.data
+#                                 --tid PID` (PID: printed, the event loop)
 #
 # Benchmarks are bounded in count and time by themselves and only use
 # loopback addresses.
@@ -17,7 +23,8 @@ src=$PWD
 build=$src/build/bench
 jobs=${BENCH_JOBS:-2}
 
-cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DRABROKER_TESTS=ON \
+cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE="${BENCH_BUILD_TYPE:-Release}" \
+    -DRABROKER_TESTS=ON \
     -DRABROKER_SANITIZE=OFF -DRABROKER_FUZZ=OFF -DRABROKER_WERROR=OFF \
     >/dev/null
 targets=()

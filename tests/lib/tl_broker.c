@@ -395,15 +395,14 @@ tl_broker_start(struct tl_broker *b)
 	return -1;
 }
 
-long
-tl_broker_cpu_ms(const struct tl_broker *b)
+static long
+stat_cpu_ms(const char *path)
 {
-	char path[64], buf[2048], *p;
+	char buf[2048], *p;
 	unsigned long ut, st;
 	FILE *f;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)b->pid);
-	if (b->pid <= 0 || (f = fopen(path, "r")) == NULL)
+	if ((f = fopen(path, "r")) == NULL)
 		return -1;
 	p = fgets(buf, sizeof(buf), f);
 	fclose(f);
@@ -413,6 +412,80 @@ tl_broker_cpu_ms(const struct tl_broker *b)
 	        &ut, &st) != 2)
 		return -1;
 	return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+long
+tl_broker_cpu_ms(const struct tl_broker *b)
+{
+	char path[64];
+
+	if (b->pid <= 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)b->pid);
+	return stat_cpu_ms(path);
+}
+
+long
+tl_broker_main_cpu_ms(const struct tl_broker *b)
+{
+	char path[96];
+
+	if (b->pid <= 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)b->pid,
+	    (int)b->pid);
+	return stat_cpu_ms(path);
+}
+
+static pid_t perf_pid;
+
+void
+tl_broker_perf_start(const struct tl_broker *b, const char *tag)
+{
+	const char *dir = getenv("TL_PERF_DIR"), *args = getenv("TL_PERF_ARGS");
+	char out[700], pid[16], cmd[2048];
+
+	if (dir == NULL || *dir == '\0' || b->pid <= 0 || perf_pid > 0)
+		return;
+	snprintf(out, sizeof(out), "%s/%s.data", dir, tag);
+	snprintf(pid, sizeof(pid), "%d", (int)b->pid);
+	snprintf(cmd, sizeof(cmd), "exec perf record -q -g %s -o '%s' -p %s",
+	    args != NULL ? args : "-F 999 --call-graph dwarf,16384", out, pid);
+	fflush(stdout);
+	fflush(stderr);
+	if ((perf_pid = fork()) < 0) {
+		perf_pid = 0;
+		return;
+	}
+	if (perf_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGINT);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	fprintf(stderr,
+	    "tl_broker: perf (pid %d) records rabrokerd %s into %s\n",
+	    (int)perf_pid, pid, out);
+	sleep_ms(500); /* perf attaches */
+}
+
+void
+tl_broker_perf_stop(void)
+{
+	uint64_t end = tl_now_ms() + 30000;
+	int st;
+
+	if (perf_pid <= 0)
+		return;
+	kill(perf_pid, SIGINT);
+	while (waitpid(perf_pid, &st, WNOHANG) == 0) {
+		if (tl_now_ms() >= end) {
+			kill(perf_pid, SIGKILL);
+			waitpid(perf_pid, &st, 0);
+			break;
+		}
+		sleep_ms(20);
+	}
+	perf_pid = 0;
 }
 
 size_t

@@ -90,6 +90,16 @@ int tl_broker_run(
 /* CPU time (user + system) the daemon has used, in milliseconds; -1 if
  * unknown. */
 long tl_broker_cpu_ms(const struct tl_broker *b);
+/* Same for its main thread (the event loop; the other threads are the
+ * handshake, directory, audit and store threads). */
+long tl_broker_main_cpu_ms(const struct tl_broker *b);
+/* Profiling for benchmarks: when TL_PERF_DIR is set, tl_broker_perf_start
+ * runs `perf record -g --call-graph dwarf -p PID` on the running daemon
+ * into TL_PERF_DIR/TAG.data (TL_PERF_ARGS replaces the default options
+ * "-F 999 --call-graph dwarf,16384"); tl_broker_perf_stop ends it (SIGINT,
+ * waits up to 30 s). Both do nothing without TL_PERF_DIR. */
+void tl_broker_perf_start(const struct tl_broker *b, const char *tag);
+void tl_broker_perf_stop(void);
 /* Resident memory of the daemon in bytes (/proc/PID/statm); 0 if unknown. */
 size_t tl_broker_rss(const struct tl_broker *b);
 /* Path of the rabrokerd binary. */
