@@ -98,8 +98,7 @@ struct offer {
 	char *user;                  /* the novice who accepted */
 	unsigned prompt_timeout_s;
 	int64_t prompt_deadline;
-	int64_t control_since; /* 0 = control not in use */
-	int unattended;        /* accepted without a prompt (nobody policy) */
+	int unattended; /* accepted without a prompt (nobody policy) */
 	/* Messages waiting for durable writes (see the top of the file). */
 	struct held *held, **held_tail;
 	int holds;    /* durable writes in flight + offer_hold()s */
@@ -695,18 +694,18 @@ control_end(struct offer *o, const char *user)
 	int64_t now = bk_now();
 	json_t *f;
 
-	if (!o->t->control_granted && o->control_since == 0)
+	if (!o->t->control_granted && o->t->control_since == 0)
 		return;
 	f = tfields(o->t);
-	json_object_set_new(f, "start", json_integer(o->control_since));
+	json_object_set_new(f, "start", json_integer(o->t->control_since));
 	json_object_set_new(f, "end", json_integer(now));
 	json_object_set_new(f, "duration_s",
-	    json_integer(o->control_since ? now - o->control_since : 0));
+	    json_integer(o->t->control_since ? now - o->t->control_since : 0));
 	if (user != NULL)
 		json_object_set_new(f, "user", json_string(user));
 	audit(ctx, BK_AE_CONTROL_ENDED, f);
 	o->t->control_granted = 0;
-	o->control_since = 0;
+	o->t->control_since = 0;
 }
 
 /* A final state was reached: stop pending calls, leave the index. */
@@ -1354,12 +1353,13 @@ control_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 		ans = json_string_value(json_object_get(res, "answer"));
 	if (code == 0 && ans != NULL && strcmp(ans, "accept") == 0) {
 		o->t->control_granted = 1;
-		o->control_since = bk_now();
+		o->t->control_since = bk_now();
 		offer_hold(o);
 		offer_store(o);
 		f = tfields(o->t);
 		json_object_set_new(f, "user", json_string(answer_user(res)));
-		json_object_set_new(f, "start", json_integer(o->control_since));
+		json_object_set_new(
+		    f, "start", json_integer(o->t->control_since));
 		audit(ctx, BK_AE_CONTROL_ACCEPTED, f);
 		tell_helper(o, NULL, answer_user(res), "granted");
 		offer_release(o);
@@ -1790,8 +1790,8 @@ bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 			    c, id, RP_ERR_WRONG_STATE, "control not granted");
 			goto out;
 		}
-		if (o->control_since == 0)
-			o->control_since = bk_now();
+		if (o->t->control_since == 0)
+			o->t->control_since = bk_now();
 		if (id != NULL)
 			rp_conn_reply(c, id, json_object());
 	} else if (strcmp(ev, "control_ended") == 0) {
@@ -1950,11 +1950,11 @@ bk_offers_restore(struct bk_ctx *ctx)
 		} else {
 			/* The session itself lives between agent and helper
 			 * and went on while the broker was down: a control
-			 * grant stays as stored (the agent enforces it). Its
-			 * start time was not stored; the control_ended
-			 * event will count from now. */
-			if (o->t->control_granted)
-				o->control_since = bk_now();
+			 * grant stays as stored (the agent enforces it), its
+			 * start too. A grant stored before the start was
+			 * (schema version 1) counts from now. */
+			if (o->t->control_granted && o->t->control_since == 0)
+				o->t->control_since = bk_now();
 			kept++;
 		}
 		offer_unref(o);

@@ -57,7 +57,10 @@
 #include "rp_error.h"
 #include "rp_log.h"
 
-#define SCHEMA_VERSION 1
+/* 1: the first schema. 2: control_since (the start of control, so that a
+ * restart does not move it); a version 1 file is migrated at open. */
+#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION_S "2"
 #define BUSY_TIMEOUT_MS 5000
 /* The sync thread checkpoints once the WAL holds this many pages (SQLite's
  * own automatic checkpoint uses the same figure). */
@@ -79,12 +82,12 @@ enum {
 #define COLS                                                            \
 	"id, secret, helper, helper_host, addrs, machine, mode, rule, " \
 	"control, state, open, created_at, expires_at, accepted_at, "   \
-	"connected_at, ended_at"
+	"connected_at, ended_at, control_since"
 
 static const char *const sql_text[ST_COUNT] = {
     [ST_PUT] = "INSERT OR REPLACE INTO tickets (" COLS ") VALUES "
                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-               " ?15, ?16)",
+               " ?15, ?16, ?17)",
     [ST_GET] = "SELECT " COLS " FROM tickets WHERE id = ?1",
     [ST_DEL] = "DELETE FROM tickets WHERE id = ?1",
     [ST_OPEN] = "SELECT " COLS " FROM tickets WHERE open = 1 "
@@ -115,7 +118,8 @@ static const char schema_sql[] =
     " expires_at INTEGER NOT NULL,"
     " accepted_at INTEGER NOT NULL,"
     " connected_at INTEGER NOT NULL,"
-    " ended_at INTEGER NOT NULL);"
+    " ended_at INTEGER NOT NULL,"
+    " control_since INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS tickets_open ON tickets (open, expires_at);";
 
 struct sq {
@@ -201,11 +205,26 @@ schema_init(struct sq *q, char *err, size_t errlen)
 		v = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	if (v == -1) {
+		/* A new file: schema_sql has just created the tables. */
 		if (sqlite3_exec(q->db,
-		        "INSERT INTO schema_version (version) VALUES (1);",
+		        "INSERT INTO schema_version (version) "
+		        "VALUES (" SCHEMA_VERSION_S ");",
 		        NULL, NULL, &msg) != SQLITE_OK)
 			goto fail;
 		v = SCHEMA_VERSION;
+	}
+	if (v == 1) {
+		/* Version 1 had no start of control: 0 ("not known"). In the
+		 * same transaction as the version, so it is all or nothing. */
+		if (sqlite3_exec(q->db,
+		        "ALTER TABLE tickets ADD COLUMN control_since INTEGER "
+		        "NOT NULL DEFAULT 0;"
+		        "UPDATE schema_version SET version = 2;",
+		        NULL, NULL, &msg) != SQLITE_OK)
+			goto fail;
+		log_info(
+		    "ticket store %s: schema version 1 migrated to 2", q->path);
+		v = 2;
 	}
 	if (v != SCHEMA_VERSION) {
 		sqlite3_exec(q->db, "ROLLBACK;", NULL, NULL, NULL);
@@ -608,6 +627,7 @@ sq_put(struct bk_store *s, const struct bk_ticket *t)
 	sqlite3_bind_int64(st, 14, t->accepted_at);
 	sqlite3_bind_int64(st, 15, t->connected_at);
 	sqlite3_bind_int64(st, 16, t->ended_at);
+	sqlite3_bind_int64(st, 17, t->control_since);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -672,6 +692,7 @@ row_ticket(struct sq *q, sqlite3_stmt *st)
 	t->accepted_at = sqlite3_column_int64(st, 13);
 	t->connected_at = sqlite3_column_int64(st, 14);
 	t->ended_at = sqlite3_column_int64(st, 15);
+	t->control_since = sqlite3_column_int64(st, 16);
 	return t;
 bad:
 	/* A row we cannot read is a storage fault, not input: say which. */

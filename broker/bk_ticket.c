@@ -437,6 +437,7 @@ bk_ticket_to_json(const struct bk_ticket *t, int include_secret)
 	    o, "state", json_string(bk_ticket_state_name(t->state)));
 	bad |= json_object_set_new(
 	    o, "control_granted", json_boolean(t->control_granted));
+	bad |= set_time(o, "control_since", t->control_since);
 	bad |= set_time(o, "created_at", t->created_at);
 	bad |= set_time(o, "expires_at", t->expires_at);
 	bad |= set_time(o, "accepted_at", t->accepted_at);

@@ -74,7 +74,8 @@ struct bk_ticket {
 	char *machine; /* target machine FQDN */
 	enum bk_ticket_mode mode;
 	char *rule; /* text of the policy rule that granted the offer */
-	int control_granted; /* novice accepted control (second consent) */
+	int control_granted;   /* novice accepted control (second consent) */
+	int64_t control_since; /* start of control (broker clock); 0 = none */
 	enum bk_ticket_state state;
 	int64_t created_at;
 	int64_t expires_at;
@@ -169,8 +170,9 @@ void bk_ticket_secret_hex(
 
 /*
  * JSON view: {"id","helper","helper_host","addresses":[...],"machine",
- * "mode","rule","state","control_granted","created_at","expires_at",
- * "accepted_at","connected_at","ended_at"} (times as unix seconds, absent
+ * "mode","rule","state","control_granted","control_since","created_at",
+ * "expires_at","accepted_at","connected_at","ended_at"} (times as unix
+ * seconds, absent
  * when 0), plus "secret" (hex) only when include_secret is non-zero.
  * ticket.list, offer.update and the audit trail use include_secret = 0.
  * Returns a new reference or NULL on allocation failure.

@@ -277,6 +277,27 @@ audit_has(const char *event, const char *tid, const char *needle)
 	return found;
 }
 
+/* The integer member `key` of the last `event` line of `tid`; -1 if none. */
+static long long
+audit_int(const char *event, const char *tid, const char *key)
+{
+	FILE *f = fopen(br.audit, "r");
+	char line[8192], ev[96], k[64];
+	long long v = -1;
+	const char *p;
+
+	if (f == NULL)
+		return -1;
+	snprintf(ev, sizeof(ev), "\"event\":\"%s\"", event);
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, ev) && strstr(line, tid) &&
+		    (p = strstr(line, k)) != NULL)
+			v = strtoll(p + strlen(k), NULL, 10);
+	fclose(f);
+	return v;
+}
+
 static void
 audit_no_secret(const char *psk)
 {
@@ -1187,6 +1208,7 @@ START_TEST(t_restart_connected)
 	struct tl_client *a, *h;
 	json_t *res = NULL, *t, *p;
 	char tid[33];
+	long long start;
 
 	broker_with(policy_main, NULL);
 	a = agent("ws-042", WS42, "CORP\\bob");
@@ -1200,6 +1222,13 @@ START_TEST(t_restart_connected)
 	json_decref(agent_answer(a, "control.prompt", tid,
 	    json_pack("{s:s, s:s}", "answer", "accept", "user", "CORP\\bob")));
 	json_decref(update(h, tid, "connected"));
+	ck_assert(audit_wait("control_accepted", 1));
+	start = audit_int("control_accepted", tid, "start");
+	ck_assert_int_gt(start, 0);
+	/* Let the clock move on, so that a start taken at the restart would
+	 * differ from the real one. */
+	for (int i = 0; i < 30 && time(NULL) < start + 2; i++)
+		usleep(100000);
 
 	ck_assert_int_eq(tl_broker_stop(&br, SIGTERM, 8000, NULL), 0);
 	tl_client_free(h);
@@ -1222,6 +1251,10 @@ START_TEST(t_restart_connected)
 	ck_assert_str_eq(jstr(p, "control"), "ended");
 	json_decref(p);
 	ck_assert(audit_has("control_ended", tid, "\"duration_s\":"));
+	/* Control still counts from when the user granted it, not from the
+	 * restart. */
+	ck_assert_int_eq(audit_int("control_ended", tid, "start"), start);
+	ck_assert_int_ge(audit_int("control_ended", tid, "duration_s"), 2);
 	ck_assert_int_eq(event(a, tid, "disconnected", NULL), 0);
 	update_drop(h, tid, "ended");
 	ck_assert(audit_has("session_disconnected", tid, "\"disconnected\""));

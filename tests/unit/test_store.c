@@ -82,6 +82,7 @@ assert_same(const struct bk_ticket *a, const struct bk_ticket *b)
 	ck_assert_int_eq(a->mode, b->mode);
 	ck_assert_str_eq(a->rule, b->rule);
 	ck_assert_int_eq(a->control_granted, b->control_granted);
+	ck_assert_int_eq(a->control_since, b->control_since);
 	ck_assert_int_eq(a->state, b->state);
 	ck_assert_int_eq(a->created_at, b->created_at);
 	ck_assert_int_eq(a->expires_at, b->expires_at);
@@ -102,10 +103,11 @@ START_TEST(test_put_get_del)
 	assert_same(t, g);
 	bk_ticket_free(g);
 
-	/* Update in place: state, times and the control flag. */
+	/* Update in place: state, times, the control flag and its start. */
 	bk_ticket_transition(t, BK_TS_PROMPTING, 1001);
 	bk_ticket_transition(t, BK_TS_ACCEPTED, 1002);
 	t->control_granted = 1;
+	t->control_since = 1003;
 	ck_assert_int_eq(bk_store_put(s, t), RP_OK);
 	ck_assert_int_eq(bk_store_get(s, t->id, &g), RP_OK);
 	assert_same(t, g);
@@ -367,6 +369,72 @@ START_TEST(test_sqlite_wal_and_schema)
 	sqlite3_close(db);
 	ck_assert_ptr_null(bk_store_open("sqlite", path, err, sizeof(err)));
 	ck_assert_msg(strstr(err, "schema version 99") != NULL, "%s", err);
+}
+END_TEST
+
+/* A file of schema version 1 (no control_since) still opens: it is
+ * migrated to version 2 in place, its tickets read with control_since 0,
+ * and the new column is written and read back. */
+START_TEST(test_sqlite_migrate_v1)
+{
+	static const char v1[] =
+	    "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+	    "INSERT INTO schema_version (version) VALUES (1);"
+	    "CREATE TABLE tickets ("
+	    " id TEXT PRIMARY KEY NOT NULL, secret BLOB NOT NULL,"
+	    " helper TEXT NOT NULL, helper_host TEXT NOT NULL,"
+	    " addrs TEXT NOT NULL, machine TEXT NOT NULL, mode TEXT NOT NULL,"
+	    " rule TEXT NOT NULL, control INTEGER NOT NULL,"
+	    " state TEXT NOT NULL, open INTEGER NOT NULL,"
+	    " created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	    " accepted_at INTEGER NOT NULL, connected_at INTEGER NOT NULL,"
+	    " ended_at INTEGER NOT NULL);"
+	    "CREATE INDEX tickets_open ON tickets (open, expires_at);"
+	    "INSERT INTO tickets VALUES ('0123456789abcdef0123456789abcdef',"
+	    " zeroblob(32), 'CORP\\alice', '192.0.2.7',"
+	    " '[\"192.0.2.7:40001\"]', 'ws.corp.example', 'control', 'r', 1,"
+	    " 'connected', 1, 100, 2000, 110, 120, 0);";
+	const char *path = tl_path(dir, "tickets.db");
+	struct bk_store *s;
+	struct bk_ticket *g;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	char err[512];
+
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, v1, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	ck_assert_int_eq(chmod(path, 0600), 0);
+
+	s = bk_store_open("sqlite", path, err, sizeof(err));
+	ck_assert_msg(s != NULL, "a version 1 file: %s", err);
+	ck_assert_int_eq(
+	    bk_store_get(s, "0123456789abcdef0123456789abcdef", &g), RP_OK);
+	ck_assert_int_eq(g->state, BK_TS_CONNECTED);
+	ck_assert_int_eq(g->control_granted, 1);
+	ck_assert_int_eq(g->control_since, 0);
+	ck_assert_int_eq(g->connected_at, 120);
+	g->control_since = 130;
+	ck_assert_int_eq(bk_store_put(s, g), RP_OK);
+	bk_ticket_free(g);
+	bk_store_close(s);
+
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_prepare_v2(
+	        db, "SELECT max(version) FROM schema_version", -1, &st, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	ck_assert_int_eq(sqlite3_column_int(st, 0), 2);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+
+	s = open_store("sqlite");
+	ck_assert_int_eq(
+	    bk_store_get(s, "0123456789abcdef0123456789abcdef", &g), RP_OK);
+	ck_assert_int_eq(g->control_since, 130);
+	bk_ticket_free(g);
+	bk_store_close(s);
 }
 END_TEST
 
@@ -671,6 +739,7 @@ main(void)
 	tcase_add_test(sq, test_sqlite_reopen);
 	tcase_add_test(sq, test_sqlite_file_mode);
 	tcase_add_test(sq, test_sqlite_wal_and_schema);
+	tcase_add_test(sq, test_sqlite_migrate_v1);
 	tcase_add_test(sq, test_sqlite_bad_row);
 	tcase_add_test(sq, test_sqlite_sync_failure);
 	tcase_add_test(sq, test_sqlite_write_failure);
