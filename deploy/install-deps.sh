@@ -25,6 +25,8 @@ PKGS=(
     # the quickstart (deploy/demo.sh) and operations: a real VNC server on a
     # virtual display, curl for /metrics and /health, logrotate, the .deb
     xvfb x11vnc curl logrotate dpkg-dev fakeroot
+    # the graphical consent prompt's test: the real zenity on Xvfb, keys by xdotool
+    zenity xdotool
     # the package test boots a throwaway systemd container (systemd-nspawn)
     systemd systemd-container
 )

@@ -1,13 +1,17 @@
 /* test_prompt.c - prompt commands as asynchronous children (cl_prompt):
- * script answers, first accept wins, decline, timeout kill, nobody, and
- * the terminal prompt on a pseudo-terminal. */
+ * script answers, first accept wins, decline, timeout kill, nobody, the
+ * terminal prompt on a pseudo-terminal, and the graphical one (zenity on
+ * Xvfb, answered with xdotool). */
 #include <check.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -265,6 +269,171 @@ START_TEST(t_terminal_no)
 }
 END_TEST
 
+/*
+ * The graphical prompt: the real zenity on a virtual X display (Xvfb, no
+ * TCP), answered with real key presses (xdotool, through XTEST). The
+ * dialog's default button is "No": Enter declines, only an explicit "Yes"
+ * (Alt+Y) accepts, and no answer declines at the timeout.
+ */
+static pid_t xvfb_pid = -1;
+static int xvfb_fd = -1; /* kept open: Xvfb dies of SIGPIPE otherwise */
+static char xdisplay[16];
+
+static void
+x_setup(void)
+{
+	int pfd[2];
+	char buf[16] = "";
+	ssize_t n = 0;
+
+	script_setup();
+	ck_assert_msg(access("/usr/bin/Xvfb", X_OK) == 0 &&
+	        access("/usr/bin/zenity", X_OK) == 0 &&
+	        access("/usr/bin/xdotool", X_OK) == 0,
+	    "Xvfb, zenity and xdotool are needed (deploy/install-deps.sh)");
+	ck_assert_int_eq(pipe(pfd), 0);
+	xvfb_pid = fork();
+	ck_assert_int_ne(xvfb_pid, -1);
+	if (xvfb_pid == 0) {
+		char fd[16];
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(null, 1);
+		dup2(null, 2);
+		close(pfd[0]);
+		snprintf(fd, sizeof(fd), "%d", pfd[1]);
+		execl("/usr/bin/Xvfb", "Xvfb", "-displayfd", fd, "-noreset",
+		    "-nolisten", "tcp", "-screen", "0", "800x600x24",
+		    (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	/* Xvfb writes its display number once it accepts clients. */
+	for (int i = 0; i < 100 && n <= 0; i++) {
+		struct timeval tv = {0, 100000};
+		fd_set r;
+
+		FD_ZERO(&r);
+		FD_SET(pfd[0], &r);
+		if (select(pfd[0] + 1, &r, NULL, NULL, &tv) > 0)
+			n = read(pfd[0], buf, sizeof(buf) - 1);
+	}
+	xvfb_fd = pfd[0];
+	ck_assert_msg(n > 0, "Xvfb did not start");
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	snprintf(xdisplay, sizeof(xdisplay), ":%s", buf);
+	cfg.prompt = CL_PROMPT_GRAPHICAL;
+}
+
+static void
+x_teardown(void)
+{
+	if (xvfb_pid > 0) {
+		kill(xvfb_pid, SIGTERM);
+		waitpid(xvfb_pid, NULL, 0);
+		xvfb_pid = -1;
+	}
+	if (xvfb_fd != -1) {
+		close(xvfb_fd);
+		xvfb_fd = -1;
+	}
+	script_teardown();
+}
+
+/* Runs xdotool on the test's display; its exit status. */
+static int
+xdo(const char *args)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "DISPLAY=%s xdotool %s >/dev/null 2>&1",
+	    xdisplay, args);
+	return system(cmd);
+}
+
+/* Starts the graphical prompt, waits for its window, presses keys (NULL:
+ * none) and runs the loop until the prompt is done. */
+static void
+graphical(const char *keys, unsigned timeout_s, struct result *r)
+{
+	struct cl_session s = {.id = "g1",
+	    .user = "CORP\\bob",
+	    .kind = "graphical",
+	    .uid = geteuid()};
+	struct cl_prompt_req q = {.kind = "offer",
+	    .ticket = "00112233445566778899aabbccddeeff",
+	    .helper = "CORP\\alice",
+	    .helper_host = "192.0.2.7",
+	    .mode = "view",
+	    .timeout_s = timeout_s};
+	struct timeval lim = {timeout_s + 10, 0};
+	struct cl_prompt *p;
+	int found = 0;
+
+	snprintf(s.display, sizeof(s.display), "%s", xdisplay);
+	memset(r, 0, sizeof(*r));
+	p = cl_prompt_start(base, &cfg, &s, 1, &q, on_done, r);
+	ck_assert_ptr_nonnull(p);
+	/* The dialog appears (at most 10 s), before anything is answered. */
+	for (int i = 0; i < 100 && !found; i++) {
+		found = xdo("search --name '^Remote assistance$'") == 0;
+		if (!found)
+			usleep(100000);
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	ck_assert_msg(found, "no \"Remote assistance\" window on %s", xdisplay);
+	ck_assert_int_eq(r->done, 0);
+	if (keys != NULL) {
+		char cmd[160];
+
+		ck_assert_int_eq(xdo("search --name '^Remote assistance$' "
+		                     "windowfocus --sync"),
+		    0);
+		snprintf(cmd, sizeof(cmd), "key %s", keys);
+		ck_assert_int_eq(xdo(cmd), 0);
+	}
+	event_base_loopexit(base, &lim);
+	while (!r->done && event_base_loop(base, EVLOOP_ONCE) == 0)
+		;
+	ck_assert_msg(r->done, "prompt never finished");
+}
+
+START_TEST(t_graphical_yes)
+{
+	struct result r;
+
+	graphical("alt+y", 30, &r);
+	ck_assert_int_eq(r.accepted, 1);
+	ck_assert_str_eq(r.user, "CORP\\bob");
+}
+END_TEST
+
+/* Enter (or a stray key) on the dialog never consents: "No" is the
+ * default button. */
+START_TEST(t_graphical_enter_declines)
+{
+	struct result r;
+	struct timeval t0, t1;
+
+	gettimeofday(&t0, NULL);
+	graphical("Return", 30, &r);
+	gettimeofday(&t1, NULL);
+	ck_assert_int_eq(r.accepted, 0);
+	ck_assert_msg(
+	    t1.tv_sec - t0.tv_sec < 20, "declined only at the timeout");
+}
+END_TEST
+
+START_TEST(t_graphical_timeout_declines)
+{
+	struct result r;
+
+	graphical(NULL, 2, &r);
+	ck_assert_int_eq(r.accepted, 0);
+}
+END_TEST
+
 static Suite *
 prompt_suite(void)
 {
@@ -280,6 +449,14 @@ prompt_suite(void)
 	tcase_add_test(tc, t_missing_script);
 	tcase_add_test(tc, t_terminal_yes);
 	tcase_add_test(tc, t_terminal_no);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("graphical");
+	tcase_add_checked_fixture(tc, x_setup, x_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, t_graphical_yes);
+	tcase_add_test(tc, t_graphical_enter_declines);
+	tcase_add_test(tc, t_graphical_timeout_declines);
 	suite_add_tcase(s, tc);
 	return s;
 }
