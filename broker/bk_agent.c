@@ -698,7 +698,7 @@ bk_agents_sweep(struct bk_ctx *ctx)
 struct listing {
 	const struct az_policy *policy;
 	struct az_subject subj;
-	const char *filter;
+	const char *filter; /* lower-case; NULL: every machine */
 	struct bk_agent **v;
 	size_t n, cap;
 	int nomem;
@@ -720,8 +720,9 @@ list_collect(struct bk_agent *ag, void *arg)
 	struct az_target t;
 	struct az_decision d;
 
-	if (l->filter != NULL && *l->filter != '\0' &&
-	    strcasestr(ag->fqdn, l->filter) == NULL)
+	/* Registry names are lower-case: strstr with the lower-cased filter
+	 * is the case-insensitive match, without folding every name. */
+	if (l->filter != NULL && strstr(ag->fqdn, l->filter) == NULL)
 		return 0;
 	target_of(ag, &t);
 	az_policy_eval(l->policy, &l->subj, &t, &d);
@@ -755,6 +756,8 @@ bk_h_machines_list(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	struct bk_peer *p = bk_peer_of(c);
 	struct listing l;
 	json_t *out;
+	const char *filter;
+	char *lfilter = NULL;
 	size_t bytes = 0, i;
 	int truncated = 0;
 
@@ -774,10 +777,18 @@ bk_h_machines_list(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	l.subj.account = p->user->account;
 	l.subj.groups = (const char *const *)p->user->groups;
 	l.subj.ngroups = p->user->ngroups;
-	l.filter = json_string_value(json_object_get(params, "filter"));
+	filter = json_string_value(json_object_get(params, "filter"));
+	if (filter != NULL && *filter != '\0') {
+		if ((lfilter = lower_dup(filter)) == NULL) {
+			rp_conn_error(c, id, RP_ERR_NOMEM, NULL, NULL);
+			return;
+		}
+		l.filter = lfilter;
+	}
 	if (ctx->policy != NULL &&
 	    az_policy_subject_max(ctx->policy, &l.subj) >= AZ_RIGHT_VIEW)
 		bk_agents_foreach(ctx->agents, list_collect, &l);
+	free(lfilter);
 	if (l.nomem || (out = json_array()) == NULL) {
 		free(l.v);
 		rp_conn_error(c, id, RP_ERR_NOMEM, NULL, NULL);
