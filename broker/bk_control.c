@@ -275,7 +275,10 @@ cmd_expire(struct bk_control *ctl, struct ctl_client *cl, json_t *req)
 	if (id == NULL || !bk_ticket_id_valid(id))
 		return err_json("invalid_params",
 		    "\"ticket\" must be a ticket id (32 lower-case hex)");
-	if (bk_offers_revoke(ctx, id, "operator", "operator") != RP_OK)
+	if (bk_offers_revoke(ctx, id, "operator", "operator",
+	        cl->uid == (uid_t)-1
+	            ? NULL
+	            : json_pack("{s:I}", "uid", (json_int_t)cl->uid)) != RP_OK)
 		return err_json(rp_err_name(RP_ERR_NOT_FOUND),
 		    "no open ticket with this id");
 	log_info("control: ticket %s revoked by the operator (uid %ld)", id,

@@ -1562,12 +1562,15 @@ agent_offer(struct rp_conn *c, json_t *id, json_t *params, const char **tidp)
  */
 static void
 offer_revoke(struct offer *o, const char *reason, const char *user,
-    struct rp_conn *c, json_t *id)
+    json_t *extra, struct rp_conn *c, json_t *id)
 {
 	json_t *f;
 
 	o->refs++;
 	f = tfields(o->t);
+	if (extra != NULL)
+		json_object_update(f, extra);
+	json_decref(extra);
 	json_object_set_new(f, "user", json_string(user));
 	json_object_set_new(
 	    f, "state", json_string(bk_ticket_state_name(o->t->state)));
@@ -1585,14 +1588,16 @@ offer_revoke(struct offer *o, const char *reason, const char *user,
 }
 
 int
-bk_offers_revoke(
-    struct bk_ctx *ctx, const char *id, const char *reason, const char *who)
+bk_offers_revoke(struct bk_ctx *ctx, const char *id, const char *reason,
+    const char *who, json_t *extra)
 {
 	struct offer *o = offer_find(ctx->offers, id);
 
-	if (o == NULL || !bk_ticket_is_open(o->t))
+	if (o == NULL || !bk_ticket_is_open(o->t)) {
+		json_decref(extra);
 		return RP_ERR_NOT_FOUND;
-	offer_revoke(o, reason, who, NULL, NULL);
+	}
+	offer_revoke(o, reason, who, extra, NULL, NULL);
 	return RP_OK;
 }
 
@@ -1611,7 +1616,7 @@ bk_h_ticket_expire(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	user = json_string_value(json_object_get(params, "user"));
 	if (!good_text(user, OFFER_USER_MAX))
 		user = "(unknown)";
-	offer_revoke(o, "user", user, c, id);
+	offer_revoke(o, "user", user, NULL, c, id);
 }
 
 /* session.event connected for a ticket not open here (ended, used...):

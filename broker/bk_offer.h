@@ -75,11 +75,13 @@ void bk_offers_helper_gone(struct bk_ctx *ctx, struct bk_peer *p);
  * the state it had, `reason`), a connected session's end, the state made
  * durable, then offer.update revoked (user `who`) to the helper and
  * ticket.revoked to the agent if it is online; a relay or a prompt of the
- * ticket ends. Returns RP_OK or RP_ERR_NOT_FOUND (no open ticket `id`).
- * The state may not be durable yet on return: bk_store_sync() says when.
+ * ticket ends. `extra` (may be NULL, reference stolen) adds fields to the
+ * audit line (the operator's uid). Returns RP_OK or RP_ERR_NOT_FOUND (no
+ * open ticket `id`). The state may not be durable yet on return:
+ * bk_store_sync() says when.
  */
-int bk_offers_revoke(
-    struct bk_ctx *ctx, const char *id, const char *reason, const char *who);
+int bk_offers_revoke(struct bk_ctx *ctx, const char *id, const char *reason,
+    const char *who, json_t *extra);
 /* The open ticket `id` (for the relay), or NULL. Valid until the next
  * event-loop turn; never hand out its secret. */
 const struct bk_ticket *bk_offers_ticket(struct bk_offers *o, const char *id);

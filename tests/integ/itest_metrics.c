@@ -690,6 +690,10 @@ START_TEST(t_expire_offline)
 	                     "\"user\":\"operator\",\"state\":\"connected\","
 	                     "\"reason\":\"operator\""),
 	    1);
+	/* and which local account ran rabrokerctl (SO_PEERCRED) */
+	snprintf(path, sizeof(path), "\"uid\":%ld,\"user\":\"operator\"",
+	    (long)getuid());
+	ck_assert_int_eq(tl_broker_audit_count(&br, path), 1);
 	ck_assert_int_eq(tl_broker_audit_count(&br, "\"reason\":\"revoked\""),
 	    1); /* session_disconnected */
 	snprintf(path, sizeof(path), "%s", br.audit);
