@@ -578,6 +578,8 @@ bk_h_agent_register(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 		ag->nsessions = nsess;
 		ag->last_seen = bk_now();
 	}
+	/* Tickets it still serves that ended while it was away. */
+	bk_offers_agent_tickets(ctx, ag, json_object_get(params, "tickets"));
 	if (id != NULL)
 		rp_conn_reply(c, id,
 		    json_pack("{s:s, s:s?, s:i}", "machine", ag->fqdn, "dn",

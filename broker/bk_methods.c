@@ -75,10 +75,12 @@ const struct rp_method bk_methods[] = {
         .handler = bk_h_ticket_list},
 
     /* Agent (machine certificate). */
-    /* addresses: [str], sessions: [{id, user, kind, locked?}] */
+    /* addresses: [str], sessions: [{id, user, kind, locked?}],
+     * tickets: [ticket id] the agent still holds */
     {.name = "agent.register",
         .states = AGENT,
-        .params = "{fqdn:s, addresses?:o, sessions?:o, software?:s}",
+        .params = "{fqdn:s, addresses?:o, sessions?:o, tickets?:o, "
+                  "software?:s}",
         .flags = RP_M_REQUEST_ONLY,
         .handler = bk_h_agent_register},
     {.name = "agent.sessions",

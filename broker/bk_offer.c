@@ -2006,6 +2006,37 @@ bk_offers_agent_back(struct bk_ctx *ctx, struct bk_agent *ag)
 }
 
 void
+bk_offers_agent_tickets(
+    struct bk_ctx *ctx, struct bk_agent *ag, const json_t *tickets)
+{
+	struct offer *o;
+	const char *tid;
+	json_t *v;
+	size_t i;
+
+	if (ctx->offers == NULL || ag == NULL || ag->conn == NULL ||
+	    !json_is_array(tickets))
+		return;
+	json_array_foreach(tickets, i, v)
+	{
+		if (i >= 64)
+			break;
+		tid = json_string_value(v);
+		if (tid == NULL || !bk_ticket_id_valid(tid))
+			continue;
+		o = offer_find(ctx->offers, tid);
+		if (o != NULL && bk_ticket_is_open(o->t) &&
+		    strcasecmp(o->t->machine, ag->fqdn) == 0)
+			continue;
+		log_info("agent %s still holds ticket %s, which is not open "
+		         "here: told to end it",
+		    ag->fqdn, tid);
+		rp_conn_notify(ag->conn, "ticket.revoked",
+		    json_pack("{s:s, s:s}", "ticket", tid, "reason", "closed"));
+	}
+}
+
+void
 bk_offers_helper_gone(struct bk_ctx *ctx, struct bk_peer *p)
 {
 	struct offer *o, *next;

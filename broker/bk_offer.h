@@ -65,6 +65,17 @@ int bk_offers_restore(struct bk_ctx *ctx);
  * on a new connection. */
 void bk_offers_agent_gone(struct bk_ctx *ctx, struct bk_agent *ag);
 void bk_offers_agent_back(struct bk_ctx *ctx, struct bk_agent *ag);
+/*
+ * agent.register's "tickets": the tickets the agent still holds (a prompt,
+ * a consent, a live session). Every one that is not open here for this
+ * machine any more (revoked by the operator, expired or ended while the
+ * agent was away, or unknown) gets a ticket.revoked (reason "closed"), so
+ * a session that went on between agent and helper while the agent could
+ * not hear the broker ends when it comes back. At most 64 are looked at;
+ * anything else in the array is ignored.
+ */
+void bk_offers_agent_tickets(
+    struct bk_ctx *ctx, struct bk_agent *ag, const json_t *tickets);
 /* A helper's connection closed: its tickets that have not connected yet
  * (offered, prompting, accepted) are cancelled; connected sessions go on
  * until they end or expire. */

@@ -582,6 +582,19 @@ h_ticket_connect(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 	rp_conn_reply(c, id, json_object());
 }
 
+/* The tickets this agent still holds (a prompt, a consent, a session),
+ * for agent.register: the broker says which of them ended meanwhile. */
+static json_t *
+held_tickets(struct cl_agent *a)
+{
+	json_t *v = json_array();
+
+	for (struct aticket *t = a->tickets; t != NULL && v != NULL;
+	     t = t->next)
+		json_array_append_new(v, json_string(t->id));
+	return v;
+}
+
 static void
 h_ticket_revoked(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 {
@@ -892,9 +905,9 @@ hello_reply(struct rp_conn *c, int code, json_t *result, void *arg)
 	else if (ident != NULL)
 		snprintf(a->fqdn, sizeof(a->fqdn), "%s", ident);
 	sessions_refresh(a);
-	p = json_pack("{s:s, s:o, s:o, s:s}", "fqdn", a->fqdn, "addresses",
+	p = json_pack("{s:s, s:o, s:o, s:o, s:s}", "fqdn", a->fqdn, "addresses",
 	    local_addresses(a), "sessions", cl_sessions_json(a->sess, a->nsess),
-	    "software", AGENT_SOFTWARE);
+	    "tickets", held_tickets(a), "software", AGENT_SOFTWARE);
 	rp_conn_call(c, "agent.register", p, 0, register_reply, a);
 }
 

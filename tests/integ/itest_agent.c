@@ -809,6 +809,42 @@ START_TEST(t_cancel_tears_down)
 }
 END_TEST
 
+/* The helper cancels while the agent cannot hear the broker (its
+ * connection replaced, the agent stopped): the session between agent and
+ * helper goes on until the agent is back. It then names the tickets it
+ * holds (agent.register "tickets"), the broker tells it this one is
+ * closed, and the tunnel ends. */
+START_TEST(t_cancel_while_away)
+{
+	struct tl_client *h, *intruder;
+	json_t *p;
+	char why[256];
+
+	agent_start(0, 3);
+	h = direct_session("view");
+	ck_assert_int_eq(kill(agent_pid, SIGSTOP), 0);
+	intruder = tl_client_connect(
+	    base, br.pki, br.port, "ws-042", T_WAIT, why, sizeof(why));
+	ck_assert_ptr_nonnull(intruder);
+	ck_assert_int_eq(tl_client_agent_login(intruder, WS42, "CORP\\bob"), 0);
+	tl_client_call(h, "offer.cancel",
+	    json_pack("{s:s}", "ticket", hl.ticket), T_WAIT, NULL);
+	/* told to the connection the broker knows, not to our agent */
+	p = tl_client_wait_request(intruder, "ticket.revoked", T_WAIT, NULL);
+	ck_assert_ptr_nonnull(p);
+	json_decref(p);
+	tl_client_free(intruder);
+	ck_assert_msg(!tl_run_until(base, hl_gone, NULL, 500),
+	    "the tunnel ended while the agent was stopped");
+	ck_assert_int_eq(kill(agent_pid, SIGCONT), 0);
+	ck_assert_msg(tl_run_until(base, hl_gone, NULL, 3 * T_WAIT),
+	    "tunnel still up after the agent came back (%s)", agent_log);
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	ck_assert(agent_wait_log("closed by the broker", T_WAIT));
+	tl_client_free(h);
+}
+END_TEST
+
 /* The broker goes away and comes back; another connection for the
  * machine replaces ours: the agent reconnects each time (bounded backoff,
  * cap 2 s here) and resumes its TLS session when the broker still knows
@@ -1669,6 +1705,7 @@ agent_suite(void)
 	tcase_add_test(tc, t_decline);
 	tcase_add_test(tc, t_expire_tears_down);
 	tcase_add_test(tc, t_cancel_tears_down);
+	tcase_add_test(tc, t_cancel_while_away);
 	tcase_add_test(tc, t_relay);
 	tcase_add_test(tc, t_reconnect);
 	tcase_add_test(tc, t_x11vnc);

@@ -700,9 +700,29 @@ START_TEST(t_expire_offline)
 	rc = ctl(out, sizeof(out), "verify-audit", path, NULL);
 	ck_assert_msg(rc == 0 && strstr(out, "ok:"), "verify-audit: %s", out);
 
-	/* The agent comes back: no ticket.connect, and the ticket is dead. */
+	/* The agent comes back naming the tickets it holds (the revoked one
+	 * and one this broker never issued): it is told both are closed, it
+	 * gets no ticket.connect, and the ticket is dead. */
 	a = connect_as("ws-042");
-	ck_assert_int_eq(tl_client_agent_login(a, WS42, "CORP\\bob"), 0);
+	ck_assert_int_eq(
+	    tl_client_call(a, "hello",
+	        json_pack("{s:i, s:s}", "version", 1, "role", "agent"), T_WAIT,
+	        NULL),
+	    0);
+	ck_assert_int_eq(tl_client_call(a, "agent.register",
+	                     json_pack("{s:s, s:[s], s:[s, s]}", "fqdn", WS42,
+	                         "addresses", "127.0.0.1", "tickets", tid,
+	                         "00000000000000000000000000000001"),
+	                     T_WAIT, NULL),
+	    0);
+	for (int i = 0; i < 2; i++) {
+		p = tl_client_wait_request(a, "ticket.revoked", T_WAIT, NULL);
+		ck_assert_ptr_nonnull(p);
+		ck_assert_str_eq(jstr(p, "ticket"),
+		    i == 0 ? tid : "00000000000000000000000000000001");
+		ck_assert_str_eq(jstr(p, "reason"), "closed");
+		json_decref(p);
+	}
 	ck_assert_ptr_null(
 	    tl_client_wait_request(a, "ticket.connect", 300, NULL));
 	ck_assert_int_eq(
