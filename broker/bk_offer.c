@@ -84,6 +84,8 @@
  * broker and "ticket_used" answers need them), then purge. */
 #define OFFER_KEEP_CLOSED_S (7 * 86400)
 #define OFFER_PURGE_EVERY 600 /* sweeps */
+/* Tickets whose end the agent reported lately (see late_disconnected). */
+#define OFFER_ENDS_SEEN 256
 
 struct offer {
 	struct offer *next, *prev; /* all open offers */
@@ -124,6 +126,9 @@ struct bk_offers {
 	struct event *sweep;
 	unsigned sweeps;
 	int closing; /* bk_offers_free: callbacks only drop references */
+	/* the last tickets an agent's "disconnected" was audited for (ring) */
+	char ends_seen[OFFER_ENDS_SEEN][BK_TICKET_ID_LEN + 1];
+	unsigned ends_next;
 };
 
 static void offer_final(struct offer *o);
@@ -1619,6 +1624,18 @@ bk_h_ticket_expire(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	offer_revoke(o, "user", user, NULL, c, id);
 }
 
+/* session.event "at": when it happened on the agent (unix seconds, the
+ * agent's clock), sent for an event raagent had to queue; 0 if absent. */
+static int64_t
+event_at(json_t *params)
+{
+	json_t *v = json_object_get(params, "at");
+
+	return json_is_integer(v) && json_integer_value(v) > 0
+	    ? (int64_t)json_integer_value(v)
+	    : 0;
+}
+
 /* session.event connected for a ticket not open here (ended, used...):
  * the store says why it is refused. */
 static void
@@ -1707,6 +1724,8 @@ ev_connected(struct rp_conn *c, json_t *id, json_t *params, struct offer *o)
 		json_object_set_new(f, "address", json_string(addr));
 	json_object_set_new(f, "agent_host",
 	    json_string(rp_conn_peer_addr(c) ? rp_conn_peer_addr(c) : ""));
+	if (event_at(params) > 0)
+		json_object_set_new(f, "at", json_integer(event_at(params)));
 	audit(ctx, BK_AE_SESSION_CONNECTED, f);
 	out_reply(o, c, id, json_object());
 	tell_helper(o, NULL, user, NULL);
@@ -1740,6 +1759,92 @@ ev_file(struct rp_conn *c, json_t *id, json_t *params, struct offer *o)
 		rp_conn_reply(c, id, json_object());
 }
 
+/* An agent's "disconnected" was audited for tid (once is enough). */
+static int
+end_seen(struct bk_offers *os, const char *tid, int add)
+{
+	for (unsigned i = 0; i < OFFER_ENDS_SEEN; i++)
+		if (strcmp(os->ends_seen[i], tid) == 0)
+			return 1;
+	if (add) {
+		snprintf(os->ends_seen[os->ends_next], sizeof(os->ends_seen[0]),
+		    "%s", tid);
+		os->ends_next = (os->ends_next + 1) % OFFER_ENDS_SEEN;
+	}
+	return 0;
+}
+
+/* The agent's own figures of a "disconnected" into its audit line. */
+static void
+agent_figures(json_t *f, json_t *params, int64_t at)
+{
+	json_t *v;
+
+	v = json_object_get(params, "session_seconds");
+	if (json_is_integer(v) && json_integer_value(v) >= 0)
+		json_object_set(f, "agent_session_seconds", v);
+	v = json_object_get(params, "bytes");
+	if (json_is_integer(v) && json_integer_value(v) >= 0)
+		json_object_set(f, "agent_bytes", v);
+	if (at > 0)
+		json_object_set_new(f, "at", json_integer(at));
+}
+
+/*
+ * session.event "disconnected" for a ticket that is no longer open: it
+ * closed (revoked, expired, cancelled) while the session went on between
+ * agent and helper, and the agent could only report the end later. The
+ * agent's figures still reach the audit trail, marked "late"; the ticket
+ * is not touched (a closed ticket stays closed, whatever it is told).
+ * Only for a ticket of this machine (the certificate's identity), that
+ * was connected, whose end no "disconnected" reported yet: a replayed or
+ * made-up event adds no line.
+ */
+static void
+late_disconnected(
+    struct rp_conn *c, json_t *id, json_t *params, const char *tid)
+{
+	struct bk_ctx *ctx = rp_conn_ctx(c);
+	const char *machine = agent_machine(peer_of(c));
+	const char *user = json_string_value(json_object_get(params, "user"));
+	struct bk_ticket *st = NULL;
+	int64_t at = event_at(params), now = bk_now(), secs;
+	json_t *f, *v;
+
+	if (ctx->store == NULL || machine == NULL ||
+	    bk_store_get(ctx->store, tid, &st) != RP_OK ||
+	    strcasecmp(st->machine, machine) != 0 || st->connected_at == 0 ||
+	    st->state == BK_TS_ENDED || end_seen(ctx->offers, tid, 1)) {
+		bk_ticket_free(st);
+		reply_err(c, id, RP_ERR_NOT_FOUND, "no such ticket");
+		return;
+	}
+	/* The broker saw the ticket close, not the session end: the
+	 * agent's count is the session's length. */
+	v = json_object_get(params, "session_seconds");
+	if (json_is_integer(v) && json_integer_value(v) >= 0)
+		secs = (int64_t)json_integer_value(v);
+	else
+		secs = (at >= st->connected_at && at <= now ? at : now) -
+		    st->connected_at;
+	f = tfields(st);
+	json_object_set_new(
+	    f, "state", json_string(bk_ticket_state_name(st->state)));
+	json_object_set_new(f, "session_seconds", json_integer(secs));
+	agent_figures(f, params, at);
+	if (good_text(user, OFFER_USER_MAX))
+		json_object_set_new(f, "user", json_string(user));
+	json_object_set_new(f, "reason", json_string("disconnected"));
+	json_object_set_new(f, "late", json_true());
+	json_object_set_new(f, "host", json_string(peer_addr(c)));
+	log_info("ticket %s: late disconnected from %s (ticket %s), audited",
+	    tid, machine, bk_ticket_state_name(st->state));
+	audit(ctx, BK_AE_SESSION_DISCONNECTED, f);
+	bk_ticket_free(st);
+	if (id != NULL)
+		rp_conn_reply(c, id, json_object());
+}
+
 void
 bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 {
@@ -1747,7 +1852,7 @@ bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	const char *tid, *ev, *user;
 	struct offer *o;
 	json_t *f;
-	int64_t secs;
+	int64_t secs, at;
 
 	ev = json_string_value(json_object_get(params, "event"));
 	if (ev == NULL) {
@@ -1760,6 +1865,8 @@ bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 			return; /* replied */
 		if (strcmp(ev, "connected") == 0)
 			refuse_closed(c, id, tid);
+		else if (strcmp(ev, "disconnected") == 0)
+			late_disconnected(c, id, params, tid);
 		else
 			reply_err(c, id, RP_ERR_NOT_FOUND, "no such ticket");
 		return;
@@ -1777,13 +1884,16 @@ bk_h_session_event(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 			    c, id, RP_ERR_WRONG_STATE, "ticket not connected");
 			goto out;
 		}
-		secs = bk_now() - o->t->connected_at;
+		/* A queued event says when the session ended ("at"). */
+		at = event_at(params);
+		secs = (at >= o->t->connected_at && at <= bk_now() ? at
+		                                                   : bk_now()) -
+		    o->t->connected_at;
 		f = tfields(o->t);
 		json_object_set_new(f, "session_seconds", json_integer(secs));
-		if (json_is_integer(json_object_get(params, "session_seconds")))
-			json_object_set(f, "agent_session_seconds",
-			    json_object_get(params, "session_seconds"));
+		agent_figures(f, params, at);
 		json_object_set_new(f, "reason", json_string("disconnected"));
+		(void)end_seen(ctx->offers, o->t->id, 1);
 		audit(ctx, BK_AE_SESSION_DISCONNECTED, f);
 		out_reply(o, c, id, json_object());
 		(void)offer_move(o, BK_TS_ENDED, "disconnected", user);

@@ -49,6 +49,9 @@
 #define CTL_LINE_MAX 256
 #define CTL_CLIENTS_MAX 16
 #define TICKETS_MAX 64
+/* session.events kept while the broker cannot be told (see
+ * session_event): one full session's worth for many tickets. */
+#define EVQ_MAX 64
 
 struct aticket {
 	struct aticket *next;
@@ -104,6 +107,11 @@ struct cl_agent {
 	/* tickets */
 	struct aticket *tickets;
 	size_t ntickets;
+	/* session.events waiting for a registered connection, oldest
+	 * first (a ring); each stamped with its time ("at") */
+	json_t *evq[EVQ_MAX];
+	size_t evq_head, evq_len;
+	unsigned long long evq_dropped;
 	/* control socket */
 	struct evconnlistener *ctl;
 	char ctl_path[512];
@@ -232,18 +240,78 @@ ignore_reply(struct rp_conn *c, int code, json_t *result, void *arg)
 		        : "no answer");
 }
 
+/*
+ * session.event: sent at once on the registered connection; without one
+ * (broker restarting, network down) queued with the time it happened
+ * ("at") and sent, oldest first, as soon as agent.register succeeds
+ * again (evq_flush). At most once: an event leaves the queue when it is
+ * written, so one that was on its way when a connection died is lost,
+ * never sent twice. A full queue drops its oldest event.
+ */
 static void
 session_event(struct cl_agent *a, json_t *p)
 {
-	if (a->conn == NULL || !a->registered) {
-		log_warnx("session.event %s for %s lost: broker not connected",
-		    json_string_value(json_object_get(p, "event")),
-		    json_string_value(json_object_get(p, "ticket")));
-		json_decref(p);
+	json_t **slot;
+
+	if (p == NULL)
+		return;
+	if (a->conn != NULL && a->registered && a->evq_len == 0) {
+		rp_conn_call(a->conn, "session.event", p, 0, ignore_reply,
+		    (void *)"session.event");
 		return;
 	}
-	rp_conn_call(a->conn, "session.event", p, 0, ignore_reply,
-	    (void *)"session.event");
+	if (a->evq_len == EVQ_MAX) {
+		slot = &a->evq[a->evq_head];
+		a->evq_dropped++;
+		log_warnx("session.event queue full: dropped %s for %s "
+		          "(%llu dropped so far)",
+		    json_string_value(json_object_get(*slot, "event")),
+		    json_string_value(json_object_get(*slot, "ticket")),
+		    a->evq_dropped);
+		json_decref(*slot);
+		a->evq_head = (a->evq_head + 1) % EVQ_MAX;
+		a->evq_len--;
+	}
+	json_object_set_new(p, "at", json_integer((json_int_t)time(NULL)));
+	log_warnx("session.event %s for %s queued: broker not connected "
+	          "(%zu waiting)",
+	    json_string_value(json_object_get(p, "event")),
+	    json_string_value(json_object_get(p, "ticket")), a->evq_len + 1);
+	a->evq[(a->evq_head + a->evq_len) % EVQ_MAX] = p;
+	a->evq_len++;
+}
+
+/* Sends the queued session.events, in order, on the registered
+ * connection; each one leaves the queue as it is written. */
+static void
+evq_flush(struct cl_agent *a)
+{
+	size_t n = a->evq_len;
+	json_t *p;
+
+	if (n > 0)
+		log_info("sending %zu session.event(s) queued while the "
+		         "broker was not connected",
+		    n);
+	while (a->evq_len > 0 && a->conn != NULL && a->registered) {
+		p = a->evq[a->evq_head];
+		a->evq[a->evq_head] = NULL;
+		a->evq_head = (a->evq_head + 1) % EVQ_MAX;
+		a->evq_len--;
+		rp_conn_call(a->conn, "session.event", p, 0, ignore_reply,
+		    (void *)"session.event");
+	}
+}
+
+static void
+evq_clear(struct cl_agent *a)
+{
+	while (a->evq_len > 0) {
+		json_decref(a->evq[a->evq_head]);
+		a->evq[a->evq_head] = NULL;
+		a->evq_head = (a->evq_head + 1) % EVQ_MAX;
+		a->evq_len--;
+	}
 }
 
 static void
@@ -860,6 +928,9 @@ register_reply(struct rp_conn *c, int code, json_t *result, void *arg)
 	evtimer_add(a->ping, &tv);
 	log_info("registered with the broker as %s (keepalive %u s)", a->fqdn,
 	    a->keepalive_s);
+	/* What happened while the broker could not hear us, in order,
+	 * before anything newer. */
+	evq_flush(a);
 	/* Prompts that were waiting on the old connection cannot be
 	 * answered any more: the broker asks again. */
 	for (t = a->tickets; t != NULL; t = t->next)
@@ -1606,6 +1677,11 @@ cl_agent_free(struct cl_agent *a)
 	if (a->mon_ev)
 		event_free(a->mon_ev);
 	cl_sessions_monitor_close(a->mon);
+	if (a->evq_len > 0)
+		log_warnx("%zu session.event(s) never sent: the broker was "
+		          "not connected",
+		    a->evq_len);
+	evq_clear(a);
 	rp_tls_ctx_free(a->tls_ctx);
 	rp_tls_ctx_free(a->relay_ctx);
 	if (a->tls_session != NULL)

@@ -841,6 +841,53 @@ START_TEST(t_cancel_while_away)
 	    "tunnel still up after the agent came back (%s)", agent_log);
 	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
 	ck_assert(agent_wait_log("closed by the broker", T_WAIT));
+	/* The session's end is audited although the ticket was closed
+	 * before the agent could report it: a late line with its figures. */
+	ck_assert_msg(tl_broker_wait_audit(&br, "\"late\":true", 1, T_WAIT),
+	    "no late session_disconnected (%s)", br.audit);
+	ck_assert_int_eq(
+	    tl_broker_audit_count(&br, "\"agent_session_seconds\""), 1);
+	tl_client_free(h);
+}
+END_TEST
+
+/* The session ends while the broker is down: raagent keeps the
+ * session.event "disconnected" (with the time it happened) and sends it
+ * once registered with the restarted broker, which restored the
+ * connected ticket: its session_disconnected carries the agent's
+ * figures, once. */
+START_TEST(t_end_while_broker_down)
+{
+	struct tl_client *h;
+
+	agent_start(0, 3);
+	h = direct_session("view");
+	ck_assert_int_eq(tl_broker_stop(&br, SIGTERM, 10000, NULL), 0);
+	ck_assert(agent_wait_log("broker connection closed", T_WAIT));
+	rp_tls_close(hl.t);
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	ck_assert(agent_wait_log("session ended after", T_WAIT));
+	ck_assert(agent_wait_log("queued: broker not connected", T_WAIT));
+	ck_assert_int_eq(
+	    tl_broker_audit_count(&br, "\"event\":\"session_disconnected\""),
+	    0);
+	ck_assert_int_eq(tl_broker_start(&br), 0);
+	ck_assert_msg(tl_broker_wait_audit(&br,
+	                  "\"event\":\"session_disconnected\"", 1, 3 * T_WAIT),
+	    "no session_disconnected after the broker came back (%s)",
+	    agent_log);
+	ck_assert_int_eq(
+	    tl_broker_audit_count(&br, "\"agent_session_seconds\""), 1);
+	ck_assert_int_eq(tl_broker_audit_count(&br, "\"agent_bytes\""), 1);
+	ck_assert_int_eq(tl_broker_audit_count(&br, "\"at\":"), 1);
+	ck_assert_int_eq(
+	    tl_broker_audit_count(&br, "\"reason\":\"disconnected\""), 1);
+	ck_assert(agent_wait_log("sending 1 session.event(s) queued", T_WAIT));
+	tl_run_until(base, NULL, NULL, 500); /* nothing sent twice */
+	ck_assert_int_eq(
+	    tl_broker_audit_count(&br, "\"event\":\"session_disconnected\""),
+	    1);
+	ck_assert_int_eq(agent_log_count("broker refused session.event"), 0);
 	tl_client_free(h);
 }
 END_TEST
@@ -1706,6 +1753,7 @@ agent_suite(void)
 	tcase_add_test(tc, t_expire_tears_down);
 	tcase_add_test(tc, t_cancel_tears_down);
 	tcase_add_test(tc, t_cancel_while_away);
+	tcase_add_test(tc, t_end_while_broker_down);
 	tcase_add_test(tc, t_relay);
 	tcase_add_test(tc, t_reconnect);
 	tcase_add_test(tc, t_x11vnc);

@@ -906,6 +906,101 @@ START_TEST(t_cancel_and_helper_gone)
 }
 END_TEST
 
+/* A late "disconnected": the session ended while the agent could not
+ * report it, and the ticket was closed meanwhile (here: the helper's
+ * cancel). The agent's figures are audited, marked late; the ticket stays
+ * as it was (cancelled, not ended, not reopened); the line is written
+ * once; another machine's agent and a ticket that never connected get
+ * not_found. */
+START_TEST(t_late_disconnected)
+{
+	struct tl_client *a, *h, *other;
+	json_t *res = NULL, *p, *ev;
+	char tid[33], never[33];
+	long before;
+
+	broker_with(policy_main, NULL);
+	a = agent("ws-042", WS42, "CORP\\bob");
+	h = helper("alice");
+	accepted_ticket(h, a, "view", tid, NULL, 0);
+	connected(h, a, tid);
+	ck_assert_int_eq(tl_client_call(h, "offer.cancel",
+	                     json_pack("{s:s}", "ticket", tid), T_WAIT, &res),
+	    0);
+	json_decref(res);
+	update_drop(h, tid, "cancelled");
+	json_decref(agent_answer(a, "ticket.revoked", tid, NULL));
+	ck_assert(audit_has("session_disconnected", tid, "cancelled"));
+	before = audit_n("session_disconnected");
+
+	/* Another machine's agent cannot report for it. */
+	other = agent("ws-043", WS43, "CORP\\bob");
+	ev = json_pack("{s:s, s:s, s:i, s:i, s:s, s:i}", "ticket", tid, "event",
+	    "disconnected", "session_seconds", 42, "bytes", 4096, "user",
+	    "CORP\\bob", "at", 1795000042);
+	ck_assert_int_eq(tl_client_call(other, "session.event",
+	                     json_deep_copy(ev), T_WAIT, &res),
+	    RP_ERR_NOT_FOUND);
+	json_decref(res);
+	ck_assert_int_eq(audit_n("session_disconnected"), before);
+
+	/* Its own agent can, once. */
+	ck_assert_int_eq(tl_client_call(a, "session.event", json_deep_copy(ev),
+	                     T_WAIT, &res),
+	    0);
+	json_decref(res);
+	ck_assert_int_eq(audit_n("session_disconnected"), before + 1);
+	ck_assert(audit_has("session_disconnected", tid, "\"late\":true"));
+	ck_assert_int_eq(
+	    audit_int("session_disconnected", tid, "agent_session_seconds"),
+	    42);
+	ck_assert_int_eq(
+	    audit_int("session_disconnected", tid, "session_seconds"), 42);
+	ck_assert_int_eq(
+	    audit_int("session_disconnected", tid, "agent_bytes"), 4096);
+	ck_assert_int_eq(
+	    audit_int("session_disconnected", tid, "at"), 1795000042);
+	ck_assert(
+	    audit_has("session_disconnected", tid, "\"state\":\"cancelled\""));
+	ck_assert_int_eq(tl_client_call(a, "session.event", json_deep_copy(ev),
+	                     T_WAIT, &res),
+	    RP_ERR_NOT_FOUND);
+	json_decref(res);
+	ck_assert_int_eq(audit_n("session_disconnected"), before + 1);
+	json_decref(ev);
+
+	/* The ticket did not change: still cancelled (a "connected" says
+	 * expired, not ticket_used as for an ended one), not listed, and
+	 * the helper heard nothing more. */
+	ck_assert_int_eq(
+	    event(a, tid, "connected", &res), RP_ERR_TICKET_EXPIRED);
+	json_decref(res);
+	ck_assert_int_eq(
+	    tl_client_call(h, "ticket.list", json_object(), T_WAIT, &res), 0);
+	ck_assert_int_eq(json_array_size(json_object_get(res, "tickets")), 0);
+	json_decref(res);
+	p = tl_client_wait_request(h, "offer.update", 300, NULL);
+	ck_assert_msg(p == NULL, "offer.update after a late event");
+
+	/* A ticket that never connected had no session to end. */
+	accepted_ticket(h, a, "view", never, NULL, 0);
+	ck_assert_int_eq(tl_client_call(h, "offer.cancel",
+	                     json_pack("{s:s}", "ticket", never), T_WAIT, &res),
+	    0);
+	json_decref(res);
+	ck_assert_int_eq(tl_client_call(a, "session.event",
+	                     json_pack("{s:s, s:s, s:i}", "ticket", never,
+	                         "event", "disconnected", "session_seconds", 1),
+	                     T_WAIT, &res),
+	    RP_ERR_NOT_FOUND);
+	json_decref(res);
+	ck_assert_int_eq(audit_n("session_disconnected"), before + 1);
+	tl_client_free(other);
+	tl_client_free(h);
+	tl_client_free(a);
+}
+END_TEST
+
 START_TEST(t_expiry)
 {
 	struct tl_client *a, *h;
@@ -1294,6 +1389,7 @@ suite(void)
 	tcase_add_test(tc, t_rate_limited);
 	tcase_add_test(tc, t_novice_expire);
 	tcase_add_test(tc, t_cancel_and_helper_gone);
+	tcase_add_test(tc, t_late_disconnected);
 	tcase_add_test(tc, t_expiry);
 	tcase_add_test(tc, t_reuse);
 	tcase_add_test(tc, t_agent_offline);
