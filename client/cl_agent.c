@@ -240,6 +240,28 @@ ignore_reply(struct rp_conn *c, int code, json_t *result, void *arg)
 		        : "no answer");
 }
 
+/* Sends the queued session.events, in order, on the registered
+ * connection; each one leaves the queue as it is written. */
+static void
+evq_flush(struct cl_agent *a)
+{
+	size_t n = a->evq_len;
+	json_t *p;
+
+	if (n > 0)
+		log_info("sending %zu session.event(s) queued while the "
+		         "broker was not connected",
+		    n);
+	while (a->evq_len > 0 && a->conn != NULL && a->registered) {
+		p = a->evq[a->evq_head];
+		a->evq[a->evq_head] = NULL;
+		a->evq_head = (a->evq_head + 1) % EVQ_MAX;
+		a->evq_len--;
+		rp_conn_call(a->conn, "session.event", p, 0, ignore_reply,
+		    (void *)"session.event");
+	}
+}
+
 /*
  * session.event: sent at once on the registered connection; without one
  * (broker restarting, network down) queued with the time it happened
@@ -255,7 +277,9 @@ session_event(struct cl_agent *a, json_t *p)
 
 	if (p == NULL)
 		return;
-	if (a->conn != NULL && a->registered && a->evq_len == 0) {
+	if (a->conn != NULL && a->registered)
+		evq_flush(a); /* empty already, but order first */
+	if (a->conn != NULL && a->registered) {
 		rp_conn_call(a->conn, "session.event", p, 0, ignore_reply,
 		    (void *)"session.event");
 		return;
@@ -279,28 +303,6 @@ session_event(struct cl_agent *a, json_t *p)
 	    json_string_value(json_object_get(p, "ticket")), a->evq_len + 1);
 	a->evq[(a->evq_head + a->evq_len) % EVQ_MAX] = p;
 	a->evq_len++;
-}
-
-/* Sends the queued session.events, in order, on the registered
- * connection; each one leaves the queue as it is written. */
-static void
-evq_flush(struct cl_agent *a)
-{
-	size_t n = a->evq_len;
-	json_t *p;
-
-	if (n > 0)
-		log_info("sending %zu session.event(s) queued while the "
-		         "broker was not connected",
-		    n);
-	while (a->evq_len > 0 && a->conn != NULL && a->registered) {
-		p = a->evq[a->evq_head];
-		a->evq[a->evq_head] = NULL;
-		a->evq_head = (a->evq_head + 1) % EVQ_MAX;
-		a->evq_len--;
-		rp_conn_call(a->conn, "session.event", p, 0, ignore_reply,
-		    (void *)"session.event");
-	}
 }
 
 static void
