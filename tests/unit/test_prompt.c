@@ -375,9 +375,11 @@ graphical(const char *keys, unsigned timeout_s, struct result *r)
 	memset(r, 0, sizeof(*r));
 	p = cl_prompt_start(base, &cfg, &s, 1, &q, on_done, r);
 	ck_assert_ptr_nonnull(p);
-	/* The dialog appears (at most 10 s), before anything is answered. */
-	for (int i = 0; i < 100 && !found; i++) {
-		found = xdo("search --name '^Remote assistance$'") == 0;
+	/* The dialog appears, mapped (at most 20 s: GTK starts slowly on a
+	 * loaded machine), before anything is answered. */
+	for (int i = 0; i < 200 && !found; i++) {
+		found = xdo("search --onlyvisible --name "
+		            "'^Remote assistance$'") == 0;
 		if (!found)
 			usleep(100000);
 		event_base_loop(base, EVLOOP_NONBLOCK);
@@ -385,13 +387,23 @@ graphical(const char *keys, unsigned timeout_s, struct result *r)
 	ck_assert_msg(found, "no \"Remote assistance\" window on %s", xdisplay);
 	ck_assert_int_eq(r->done, 0);
 	if (keys != NULL) {
-		char cmd[160];
+		char cmd[200];
+		struct timeval half = {0, 500000};
 
-		ck_assert_int_eq(xdo("search --name '^Remote assistance$' "
-		                     "windowfocus --sync"),
-		    0);
-		snprintf(cmd, sizeof(cmd), "key %s", keys);
-		ck_assert_int_eq(xdo(cmd), 0);
+		/* A key pressed before GTK has taken the focus is lost: press
+		 * again (at most 20 times) until the dialog has answered. */
+		snprintf(cmd, sizeof(cmd),
+		    "search --onlyvisible --name '^Remote assistance$' "
+		    "windowfocus --sync key %s",
+		    keys);
+		for (int i = 0; i < 20 && !r->done; i++) {
+			(void)xdo(cmd);
+			event_base_loopexit(base, &half);
+			while (!r->done &&
+			    event_base_loop(base, EVLOOP_ONCE) == 0 &&
+			    !event_base_got_exit(base))
+				;
+		}
 	}
 	event_base_loopexit(base, &lim);
 	while (!r->done && event_base_loop(base, EVLOOP_ONCE) == 0)
