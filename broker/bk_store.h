@@ -76,6 +76,11 @@ struct bk_store_ops {
 	void (*sync)(struct bk_store *, struct bk_store_wait *w);
 	/* 0 after a storage failure that makes later durability doubtful. */
 	int (*ok)(struct bk_store *);
+	/* Optional. The loop the store may defer work to (sqlite: the writes
+	 * of one loop turn share one transaction, committed at its end). */
+	int (*set_loop)(struct bk_store *, struct event_base *);
+	/* Optional. Commits what was deferred, now. */
+	void (*commit)(struct bk_store *);
 };
 
 struct bk_store {

@@ -160,6 +160,8 @@ bk_store_set_loop(struct bk_store *s, struct event_base *base)
 	d->ev = event_new(base, d->fds[0], EV_READ | EV_PERSIST, done_cb, d);
 	if (d->ev == NULL || event_add(d->ev, NULL) == -1)
 		return RP_ERR_NOMEM;
+	if (s->ops->set_loop != NULL)
+		return s->ops->set_loop(s, base);
 	return RP_OK;
 }
 
@@ -219,6 +221,8 @@ bk_store_flush(struct bk_store *s)
 	if (s == NULL)
 		return;
 	d = s->done;
+	if (s->ops->commit != NULL)
+		s->ops->commit(s); /* what this turn deferred */
 	while (d->outstanding > 0) {
 		pthread_mutex_lock(&d->mu);
 		while (d->queued == 0)

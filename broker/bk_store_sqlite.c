@@ -23,6 +23,18 @@
  * its own (PASSIVE: they never block the loop's writer); the loop's
  * connection has no automatic checkpoint.
  *
+ * Batching. Once the store knows the event loop (bk_store_set_loop), the
+ * writes of one loop turn share one transaction: the first write opens it
+ * and activates an event that commits it after the turn's other callbacks
+ * have run. The store's own reads see the writes at once (same
+ * connection); other connections see them at the commit, a few
+ * microseconds later; a durable waiter queued meanwhile goes to the sync
+ * thread after that commit. One commit (one append to the WAL, one round
+ * of locks) for several offers' writes: with 16 offers in flight the
+ * broker spends ~25 % less CPU per offer (bench_offer). A failed commit
+ * loses writes already reported stored, so it fails the store closed.
+ * Without a loop (tests, rabrokerd -n) every write commits on its own.
+ *
  * A failed sync is final: the pages it could not write may be gone from
  * the page cache, and a second fdatasync would then report success for
  * data that was lost. The store refuses durable writes from then on
@@ -52,6 +64,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "bk_store.h"
 #include "bk_ticket.h"
 #include "rp_error.h"
@@ -74,6 +88,7 @@ enum {
 	ST_DUE,
 	ST_PURGE,
 	ST_BEGIN,
+	ST_BATCH,
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST_COUNT
@@ -96,6 +111,7 @@ static const char *const sql_text[ST_COUNT] = {
                "expires_at <= ?1 ORDER BY created_at, id",
     [ST_PURGE] = "DELETE FROM tickets WHERE open = 0 AND ended_at < ?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_BATCH] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
 };
@@ -141,6 +157,12 @@ struct sq {
 	atomic_int failed;    /* errno of the sync that failed, or 0 */
 	atomic_int fault;     /* tests: errno for the next sync */
 	atomic_int wal_pages; /* pages in the WAL after the last commit */
+	/* Batching: the writes of one turn of the event loop share one
+	 * transaction, committed when the turn's other callbacks have run. */
+	struct event *commit_ev;
+	int in_txn;
+	struct bk_store_wait **held; /* syncs asked for before that commit */
+	size_t nheld, capheld;
 };
 
 static int
@@ -361,8 +383,9 @@ wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 	return SQLITE_OK;
 }
 
+/* Queues w for the sync thread's next fdatasync. */
 static void
-sq_sync(struct bk_store *s, struct bk_store_wait *w)
+queue_wait(struct bk_store *s, struct bk_store_wait *w)
 {
 	struct sq *q = s->priv;
 
@@ -386,6 +409,107 @@ sq_sync(struct bk_store *s, struct bk_store_wait *w)
 	q->wq[q->nwq++] = w;
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
+}
+
+/* A barrier: every write made so far is durable once the WAL holding it
+ * is synced; writes still in this turn's transaction reach the WAL at its
+ * commit, so their waiters wait for that first. */
+static void
+sq_sync(struct bk_store *s, struct bk_store_wait *w)
+{
+	struct sq *q = s->priv;
+
+	if (!q->in_txn) {
+		queue_wait(s, w);
+		return;
+	}
+	if (q->nheld == q->capheld) {
+		size_t cap = q->capheld ? 2 * q->capheld : 16;
+		struct bk_store_wait **v =
+		    reallocarray(q->held, cap, sizeof(*v));
+
+		if (v == NULL) {
+			bk_store_complete(s, w, RP_ERR_NOMEM);
+			return;
+		}
+		q->held = v;
+		q->capheld = cap;
+	}
+	q->held[q->nheld++] = w;
+}
+
+/* ---- batching: one transaction per turn of the event loop ----------- */
+
+static int run_simple(struct sq *q, int which);
+
+/*
+ * Ends the turn's transaction: one commit (one append to the WAL, one
+ * round of locks) for every write of the turn instead of one each. A
+ * failed commit loses writes that were reported stored: the store fails
+ * closed (durable writes refused from now on, as after a failed sync).
+ */
+static void
+batch_commit(struct sq *q)
+{
+	struct bk_store_wait **v = q->held;
+	size_t n = q->nheld;
+
+	if (!q->in_txn)
+		return;
+	q->in_txn = 0;
+	if (run_simple(q, ST_COMMIT) != RP_OK) {
+		run_simple(q, ST_ROLLBACK);
+		atomic_store(&q->failed, EIO);
+		log_warnx("ticket store %s: commit failed; durable writes "
+		          "refused from now on",
+		    q->path);
+	}
+	q->held = NULL;
+	q->nheld = q->capheld = 0;
+	for (size_t i = 0; i < n; i++)
+		queue_wait(q->s, v[i]);
+	free(v);
+}
+
+static void
+commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	batch_commit(arg);
+}
+
+/* Before a write: opens the turn's transaction if there is none (and no
+ * other transaction is open), and asks the loop to commit it once the
+ * callbacks already due in this turn have run. Without a loop (tests,
+ * rabrokerd -n) every write commits on its own. */
+static void
+batch_begin(struct sq *q)
+{
+	if (q->commit_ev == NULL || q->in_txn || !sqlite3_get_autocommit(q->db))
+		return;
+	if (run_simple(q, ST_BATCH) != RP_OK)
+		return; /* then this write commits on its own */
+	q->in_txn = 1;
+	event_active(q->commit_ev, EV_TIMEOUT, 1);
+}
+
+static int
+sq_set_loop(struct bk_store *s, struct event_base *base)
+{
+	struct sq *q = s->priv;
+
+	batch_commit(q);
+	if (q->commit_ev != NULL)
+		event_free(q->commit_ev);
+	q->commit_ev = event_new(base, -1, 0, commit_cb, q);
+	return q->commit_ev != NULL ? RP_OK : RP_ERR_NOMEM;
+}
+
+static void
+sq_commit(struct bk_store *s)
+{
+	batch_commit(s->priv);
 }
 
 static int
@@ -444,9 +568,14 @@ wal_open(struct sq *q, char *err, size_t errlen)
 	return 0;
 }
 
+static void batch_commit(struct sq *q);
+
 static void
 sq_free(struct sq *q)
 {
+	batch_commit(q);
+	if (q->commit_ev != NULL)
+		event_free(q->commit_ev);
 	sync_stop(q);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(q->st[i]);
@@ -607,6 +736,7 @@ sq_put(struct bk_store *s, const struct bk_ticket *t)
 	json_decref(a);
 	if (addrs == NULL)
 		return RP_ERR_NOMEM;
+	batch_begin(q);
 	sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, t->secret, sizeof(t->secret), SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, t->helper ? t->helper : "", -1, SQLITE_STATIC);
@@ -812,6 +942,7 @@ sq_expire_before(struct bk_store *s, int64_t now, bk_store_cb fn, void *arg)
 
 	/* Select and update in one transaction so that a ticket is never
 	 * half expired; callbacks run after the commit. */
+	batch_commit(q);
 	if ((rc = run_simple(q, ST_BEGIN)) != RP_OK)
 		return rc;
 	sqlite3_bind_int64(q->st[ST_DUE], 1, now);
@@ -879,4 +1010,6 @@ const struct bk_store_ops bk_store_sqlite_ops = {
     .purge_closed = sq_purge_closed,
     .sync = sq_sync,
     .ok = sq_ok,
+    .set_loop = sq_set_loop,
+    .commit = sq_commit,
 };

@@ -561,6 +561,47 @@ START_TEST(test_durable_order)
 }
 END_TEST
 
+/* With a loop, the writes of one loop turn share one transaction: the
+ * store's own reads see them at once, another connection only once the
+ * turn has ended (one commit). An expiry sweep in the middle of a turn
+ * commits what came before it first. */
+START_TEST(test_sqlite_batch_per_turn)
+{
+	struct event_base *base = event_base_new();
+	struct bk_store *s = open_store("sqlite");
+	struct bk_ticket *t[3], *g;
+	size_t n = 0;
+
+	ck_assert_int_eq(bk_store_set_loop(s, base), 0);
+	for (int i = 0; i < 3; i++) {
+		t[i] = make(1000 + i, 600, "ws.corp.example");
+		bk_ticket_transition(t[i], BK_TS_PROMPTING, 1000 + i);
+		ck_assert_int_eq(bk_store_put(s, t[i]), RP_OK);
+		ck_assert_int_eq(bk_store_get(s, t[i]->id, &g), RP_OK);
+		ck_assert_int_eq(g->state, BK_TS_PROMPTING);
+		bk_ticket_free(g);
+		ck_assert_int_eq(fresh_read_state(t[i]->id), -1);
+	}
+	event_base_loop(base, EVLOOP_NONBLOCK); /* the turn ends */
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(fresh_read_state(t[i]->id), BK_TS_PROMPTING);
+
+	/* A new turn: a write, then a sweep that expires nothing. */
+	bk_ticket_transition(t[0], BK_TS_ACCEPTED, 1100);
+	ck_assert_int_eq(bk_store_put(s, t[0]), RP_OK);
+	ck_assert_int_eq(fresh_read_state(t[0]->id), BK_TS_PROMPTING);
+	ck_assert_int_eq(bk_store_expire_before(s, 1200, NULL, NULL), RP_OK);
+	ck_assert_int_eq(fresh_read_state(t[0]->id), BK_TS_ACCEPTED);
+	ck_assert_int_eq(bk_store_count_open(s, &n), RP_OK);
+	ck_assert_uint_eq(n, 3);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	for (int i = 0; i < 3; i++)
+		bk_ticket_free(t[i]);
+	bk_store_close(s);
+	event_base_free(base);
+}
+END_TEST
+
 /* Closing with writes in flight (and no loop turn since): every callback
  * runs exactly once, inside bk_store_close, with success; the records are
  * there for the next start. Without a loop, only flush/close run them. */
@@ -743,6 +784,7 @@ main(void)
 	tcase_add_test(sq, test_sqlite_bad_row);
 	tcase_add_test(sq, test_sqlite_sync_failure);
 	tcase_add_test(sq, test_sqlite_write_failure);
+	tcase_add_test(sq, test_sqlite_batch_per_turn);
 	suite_add_tcase(s, sq);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
