@@ -233,8 +233,10 @@ child_exec(const struct cl_agent_config *cf, const struct cl_session *s,
 			    r->helper ? r->helper : "A helper",
 			    r->helper_host ? r->helper_host : "?");
 		snprintf(tmo, sizeof(tmo), "--timeout=%u", r->timeout_s);
+		/* --no-markup: the text as it is (else Pango markup with
+		 * backslash escapes: "CORP\alice" showed as "CORPalice"). */
 		execlp("zenity", "zenity", "--question", "--title",
-		    "Remote assistance", "--text", text, tmo,
+		    "Remote assistance", "--no-markup", "--text", text, tmo,
 		    "--default-cancel", (char *)NULL);
 		break;
 	}

@@ -269,6 +269,62 @@ START_TEST(t_terminal_no)
 }
 END_TEST
 
+/* The graphical dialog shows the helper's name as it is: zenity's --text
+ * is Pango markup with backslash escapes unless --no-markup, which showed
+ * "CORP\alice" as "CORPalice" and let a '<' or '&' in a name blank the
+ * question. A stand-in zenity records its arguments. */
+START_TEST(t_graphical_text_literal)
+{
+	struct result r;
+	struct cl_session s = {.id = "g1",
+	    .user = "CORP\\bob",
+	    .kind = "graphical",
+	    .display = ":99",
+	    .uid = geteuid()};
+	struct cl_prompt_req q = {.kind = "offer",
+	    .ticket = "00112233445566778899aabbccddeeff",
+	    .helper = "CORP\\alice <b>&",
+	    .helper_host = "192.0.2.7",
+	    .mode = "view",
+	    .timeout_s = 10};
+	struct timeval lim = {15, 0};
+	char p[256], path[600], args[2048] = "";
+	size_t n;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/zenity", dir);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f,
+	    "#!/bin/sh\nfor a; do printf '%%s\\n' \"$a\"; done > %s/args\n"
+	    "exit 1\n",
+	    dir);
+	fclose(f);
+	chmod(p, 0755);
+	snprintf(path, sizeof(path), "%s:/usr/bin:/bin", dir);
+	setenv("PATH", path, 1);
+	cfg.prompt = CL_PROMPT_GRAPHICAL;
+	memset(&r, 0, sizeof(r));
+	ck_assert_ptr_nonnull(
+	    cl_prompt_start(base, &cfg, &s, 1, &q, on_done, &r));
+	event_base_loopexit(base, &lim);
+	while (!r.done && event_base_loop(base, EVLOOP_ONCE) == 0)
+		;
+	ck_assert(r.done);
+	ck_assert_int_eq(r.accepted, 0);
+	snprintf(p, sizeof(p), "%s/args", dir);
+	f = fopen(p, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(args, 1, sizeof(args) - 1, f);
+	args[n] = '\0';
+	fclose(f);
+	ck_assert_msg(
+	    strstr(args, "\n--no-markup\n") != NULL, "args: %s", args);
+	ck_assert_msg(strstr(args, "CORP\\alice <b>& (192.0.2.7)") != NULL,
+	    "args: %s", args);
+}
+END_TEST
+
 /*
  * The graphical prompt: the real zenity on a virtual X display (Xvfb, no
  * TCP), answered with real key presses (xdotool, through XTEST). The
@@ -461,6 +517,7 @@ prompt_suite(void)
 	tcase_add_test(tc, t_missing_script);
 	tcase_add_test(tc, t_terminal_yes);
 	tcase_add_test(tc, t_terminal_no);
+	tcase_add_test(tc, t_graphical_text_literal);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("graphical");
