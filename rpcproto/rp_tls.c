@@ -76,7 +76,7 @@
 #define TLS_HS_TIMEOUT_MS 10000u
 #define TLS_HIGH_WATER (256u * 1024u)
 #define TLS_CLOSE_FLUSH_S 5 /* give up flushing a closing peer after this */
-#define TLS_NAME_MAX 253
+#define TLS_NAME_MAX RP_TLS_ID_MAX
 #define TLS_PSK_ID_MAX 255
 #define TLS_PSK_KEY_MAX 64
 #define TLS_TICKET_LIFETIME_S 3600u
@@ -630,30 +630,32 @@ tls_name_ok(const char *s, size_t len)
 	return 1;
 }
 
-/* Sets t->peer_id from the peer's leaf certificate: first SAN dNSName, else
- * the subject CN. Returns 0, or -1 with a message. */
-static int
-tls_peer_name(struct rp_tls *t, char *err, size_t errlen)
+/* The certificate's bytes come from the peer: everything GnuTLS reports
+ * is a refusal with a message, and only a name that passes tls_name_ok()
+ * comes out. */
+int
+rp_tls_cert_identity(const void *der, size_t len, char *out, size_t outlen,
+    char *err, size_t errlen)
 {
-	const gnutls_datum_t *certs;
-	unsigned ncerts = 0;
 	gnutls_x509_crt_t crt;
+	gnutls_datum_t d;
 	char buf[TLS_NAME_MAX + 2];
 	size_t sz;
 	unsigned type;
 	int r, found = 0;
 
-	certs = gnutls_certificate_get_peers(t->s, &ncerts);
-	if (certs == NULL || ncerts == 0) {
-		snprintf(err, errlen, "no peer certificate");
+	if (der == NULL || len == 0 || len > UINT32_MAX) {
+		snprintf(err, errlen, "peer certificate: %s",
+		    len == 0 ? "empty" : "too large");
 		return -1;
 	}
 	if (gnutls_x509_crt_init(&crt) < 0) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if ((r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER)) <
-	    0) {
+	d.data = (unsigned char *)(uintptr_t)der;
+	d.size = (unsigned)len;
+	if ((r = gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER)) < 0) {
 		snprintf(
 		    err, errlen, "peer certificate: %s", gnutls_strerror(r));
 		gnutls_x509_crt_deinit(crt);
@@ -708,16 +710,45 @@ tls_peer_name(struct rp_tls *t, char *err, size_t errlen)
 		}
 	}
 	gnutls_x509_crt_deinit(crt);
+	if (sz >= outlen) {
+		snprintf(err, errlen,
+		    "peer certificate: identity longer than "
+		    "%zu bytes",
+		    outlen > 0 ? outlen - 1 : 0);
+		return -1;
+	}
+	memcpy(out, buf, sz);
+	out[sz] = '\0';
+	return 0;
+bad:
+	gnutls_x509_crt_deinit(crt);
+	return -1;
+}
+
+/* Sets t->peer_id from the peer's leaf certificate (rp_tls_cert_identity).
+ * Returns 0, or -1 with a message. */
+static int
+tls_peer_name(struct rp_tls *t, char *err, size_t errlen)
+{
+	const gnutls_datum_t *certs;
+	unsigned ncerts = 0;
+	char id[RP_TLS_ID_MAX + 1];
+
+	certs = gnutls_certificate_get_peers(t->s, &ncerts);
+	if (certs == NULL || ncerts == 0) {
+		snprintf(err, errlen, "no peer certificate");
+		return -1;
+	}
+	if (rp_tls_cert_identity(
+	        certs[0].data, certs[0].size, id, sizeof(id), err, errlen) != 0)
+		return -1;
 	free(t->peer_id);
-	t->peer_id = strndup(buf, sz);
+	t->peer_id = strdup(id);
 	if (t->peer_id == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	return 0;
-bad:
-	gnutls_x509_crt_deinit(crt);
-	return -1;
 }
 
 /* Validity period of crt at `now`; 0 or -1 with a message. */

@@ -218,6 +218,22 @@ void rp_tls_set_reading(struct rp_tls *t, int on);
 void rp_tls_set_cbs(struct rp_tls *t, const struct rp_tls_cbs *cbs, void *arg);
 /* Verified peer identity (SAN dNSName, else CN); NULL if none. */
 const char *rp_tls_peer_id(const struct rp_tls *t);
+/*
+ * The identity a certificate gives its holder, as rp_tls_peer_id() reports
+ * it for a verified peer: the first SAN dNSName, else the subject CN (only
+ * the first dNSName is looked at: a first dNSName that is not usable
+ * refuses the certificate, there is no falling back to a later one or to
+ * the CN; so does a SAN entry of any type, before the first dNSName, that
+ * GnuTLS cannot read or that is longer than RP_TLS_ID_MAX + 1). Usable: 1 to RP_TLS_ID_MAX bytes of [A-Za-z0-9._@-], not
+ * starting with '.' or '-'. `der` is one DER certificate (len bytes, from
+ * the peer: anything); nothing is verified here (chain, validity, purpose
+ * are the handshake's business). Returns 0 with the NUL-terminated
+ * identity in out (outlen > RP_TLS_ID_MAX always suffices), or -1 with a
+ * message in err naming what is wrong ("peer certificate: unusable CN").
+ */
+#define RP_TLS_ID_MAX 253
+int rp_tls_cert_identity(const void *der, size_t len, char *out, size_t outlen,
+    char *err, size_t errlen);
 /* PSK identity used by the peer (PSK mode), or NULL. */
 const char *rp_tls_psk_id(const struct rp_tls *t);
 /* "TLS1.3", "TLS1.2"... for logs. */
