@@ -67,12 +67,16 @@
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:" \
 	"+GROUP-SECP256R1:+GROUP-SECP384R1:+GROUP-SECP521R1:-CIPHER-ALL:"      \
 	"+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:%SERVER_PRECEDENCE"
-#define TLS_PRIO_SRV_PSK                                                       \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:+ECDHE-PSK:+DHE-PSK:+PSK:" \
+#define TLS_PRIO_SRV_PSK                                                  \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:+ECDHE-PSK:+DHE-PSK:" \
 	"%SERVER_PRECEDENCE"
-/* External PSK (expert tickets): TLS 1.3 only, no certificates at all. */
+/* External PSK (expert tickets): TLS 1.3 only, no certificates at all.
+ * Never plain PSK (psk_ke): the ticket's secret stays in the broker's
+ * store until the ticket ends, so a session keyed by it alone could be
+ * decrypted later by whoever reads the store; (EC)DHE keeps forward
+ * secrecy (test_tls psk_requires_ecdhe). */
 #define TLS_PRIO_PSK_ONLY \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK"
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK"
 #define TLS_HS_TIMEOUT_MS 10000u
 #define TLS_HIGH_WATER (256u * 1024u)
 #define TLS_CLOSE_FLUSH_S 5 /* give up flushing a closing peer after this */

@@ -3,12 +3,15 @@
  * client on loopback with certificates from tests/lib/mkpki.sh.
  */
 #include <check.h>
+#include <stdint.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1017,6 +1020,82 @@ START_TEST(psk_right_key)
 }
 END_TEST
 
+/* A raw GnuTLS client in a child process: a PSK handshake with priority
+ * `prio`; exits 0 when it completes, 1 when it fails. */
+static int
+raw_psk_client(uint16_t port, const char *prio)
+{
+	gnutls_session_t s;
+	gnutls_psk_client_credentials_t cred;
+	gnutls_datum_t key = {(unsigned char *)psk_key, sizeof(psk_key)};
+	struct sockaddr_storage ss;
+	int fd, r, sl = tl_loopback((struct sockaddr *)&ss, 0, port);
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, (socklen_t)sl) != 0)
+		return 2;
+	if (gnutls_psk_allocate_client_credentials(&cred) < 0 ||
+	    gnutls_psk_set_client_credentials(
+	        cred, "ticket-7f3a", &key, GNUTLS_PSK_KEY_RAW) < 0 ||
+	    gnutls_init(&s, GNUTLS_CLIENT) < 0 ||
+	    gnutls_priority_set_direct(s, prio, NULL) < 0 ||
+	    gnutls_credentials_set(s, GNUTLS_CRD_PSK, cred) < 0)
+		return 2;
+	gnutls_transport_set_int(s, fd);
+	gnutls_handshake_set_timeout(s, 5000);
+	do
+		r = gnutls_handshake(s);
+	while (r < 0 && !gnutls_error_is_fatal(r));
+	return r == 0 ? 0 : 1;
+}
+
+static pid_t raw_pid;
+static int raw_status;
+
+static int
+raw_done(void *arg)
+{
+	(void)arg;
+	return waitpid(raw_pid, &raw_status, WNOHANG) == raw_pid;
+}
+
+/* The exit status of raw_psk_client(prio) against a PSK-only server. */
+static int
+raw_psk_handshake(const char *prio)
+{
+	struct pair p;
+
+	psk_pair(&p, "ticket-7f3a", psk_key);
+	ck_assert(tl_run_until(p.base, both_settled, &p, 5000));
+	raw_pid = fork();
+	ck_assert_int_ne(raw_pid, -1);
+	if (raw_pid == 0)
+		_exit(raw_psk_client(p.port, prio));
+	if (!tl_run_until(p.base, raw_done, NULL, 10000)) {
+		kill(raw_pid, SIGKILL);
+		waitpid(raw_pid, NULL, 0);
+		ck_abort_msg("the raw client did not finish");
+	}
+	pair_free(&p);
+	ck_assert(WIFEXITED(raw_status));
+	return WEXITSTATUS(raw_status);
+}
+
+/* Forward secrecy for expert tickets: the secret is in the broker's store
+ * until the ticket ends, so a session keyed by it alone (TLS 1.3 psk_ke,
+ * GnuTLS "+PSK") could be decrypted later by whoever reads the store. The
+ * PSK server accepts psk_dhe_ke only. */
+START_TEST(psk_requires_ecdhe)
+{
+	ck_assert_int_eq(
+	    raw_psk_handshake(
+	        "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK"),
+	    0);
+	ck_assert_int_eq(
+	    raw_psk_handshake("NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+PSK"), 1);
+}
+END_TEST
+
 START_TEST(psk_wrong_key)
 {
 	struct pair p;
@@ -1599,6 +1678,7 @@ tls_suite(void)
 	tcase_add_test(tc, bad_ctx_files);
 	tcase_add_test(tc, idle_memory_per_connection);
 	tcase_add_test(tc, psk_right_key);
+	tcase_add_test(tc, psk_requires_ecdhe);
 	tcase_add_test(tc, psk_wrong_key);
 	tcase_add_test(tc, psk_unknown_identity);
 	tcase_add_test(tc, psk_server_refuses_certificates);
