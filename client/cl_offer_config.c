@@ -993,7 +993,11 @@ cl_offer_read_password_file(const char *path, char *buf, size_t bufsize,
 
 	buf[0] = '\0';
 	*len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+	/* O_NONBLOCK: opening a FIFO for reading would otherwise wait for
+	 * a writer; it is refused below like anything but a regular file
+	 * (where O_NONBLOCK changes nothing). */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) <
+	    0) {
 		snprintf(
 		    err, errlen, "password file %s: %s", path, strerror(errno));
 		return -1;

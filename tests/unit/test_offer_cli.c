@@ -814,6 +814,13 @@ START_TEST(test_password_file)
 	                     tmpdir, buf, sizeof(buf), &len, err, sizeof(err)),
 	    -1);
 	ck_assert_msg(strstr(err, "not a regular file"), "%s", err);
+	/* A FIFO with no writer: refused at once, not waited on (opening it
+	 * for reading would block raoffer forever). */
+	ck_assert_int_eq(mkfifo(tpath("pwfifo"), 0600), 0);
+	ck_assert_int_eq(cl_offer_read_password_file(tpath("pwfifo"), buf,
+	                     sizeof(buf), &len, err, sizeof(err)),
+	    -1);
+	ck_assert_msg(strstr(err, "not a regular file"), "%s", err);
 }
 END_TEST
 
