@@ -27,6 +27,7 @@
 #include "bk_offer.h"
 #include "rp_conn.h"
 #include "rp_error.h"
+#include "rp_frame.h"
 #include "rp_log.h"
 
 #define AG_FQDN_MAX 253
@@ -312,15 +313,11 @@ addr_valid(const char *s)
 	return 1;
 }
 
-/* Printable, no control characters, bounded. */
+/* Printable (rp_text_ok: no control or bidi characters), bounded. */
 static int
 text_ok(const char *s, size_t max)
 {
-	size_t n = 0;
-	for (; *s; s++, n++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return 0;
-	return n > 0 && n <= max;
+	return rp_text_ok(s, max);
 }
 
 static int

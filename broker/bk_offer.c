@@ -69,6 +69,7 @@
 #include "bk_ticket.h"
 #include "rp_conn.h"
 #include "rp_error.h"
+#include "rp_frame.h"
 #include "rp_log.h"
 
 #define OFFER_BUCKETS 4096
@@ -505,14 +506,7 @@ reply_err(struct rp_conn *c, json_t *id, int code, const char *msg)
 static int
 good_text(const char *s, size_t max)
 {
-	size_t n = 0;
-
-	if (s == NULL || *s == '\0')
-		return 0;
-	for (; *s; s++, n++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f || n >= max)
-			return 0;
-	return 1;
+	return rp_text_ok(s, max); /* no control or bidi characters */
 }
 
 /* "192.0.2.7:40123" or "[2001:db8::7]:40123"; port 1..65535 in plain

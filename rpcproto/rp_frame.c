@@ -175,3 +175,34 @@ bad:
 		*bad_off = i;
 	return 0;
 }
+
+int
+rp_text_ok(const char *s, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t len, off;
+
+	if (s == NULL || (len = strlen(s)) == 0 || len > max ||
+	    !rp_utf8_valid(s, len, &off))
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			return 0;
+		/* C1: U+0080-U+009F is C2 80 .. C2 9F */
+		if (p[i] == 0xc2 && i + 1 < len && p[i + 1] <= 0x9f)
+			return 0;
+		/* U+200E-U+200F, U+2028-U+202E: E2 80 8E-8F, E2 80 A8-AE;
+		 * U+2066-U+2069: E2 81 A6-A9 */
+		if (p[i] == 0xe2 && i + 2 < len) {
+			unsigned b = p[i + 1], c = p[i + 2];
+
+			if (b == 0x80 &&
+			    (c == 0x8e || c == 0x8f ||
+			        (c >= 0xa8 && c <= 0xae)))
+				return 0;
+			if (b == 0x81 && c >= 0xa6 && c <= 0xa9)
+				return 0;
+		}
+	}
+	return 1;
+}

@@ -47,4 +47,14 @@ enum rp_frame_res rp_frame_next(struct rp_frame *f, struct evbuffer *in,
  * (for a sequence cut short by the end of input: its lead byte). */
 int rp_utf8_valid(const char *s, size_t len, size_t *bad_off);
 
+/*
+ * Text a peer sent that will be shown to people (a user name in a prompt
+ * or on the helper's terminal, an audit field): 1 if s is 1..max bytes of
+ * valid UTF-8 with no control characters -- C0, DEL, C1 (U+0080-U+009F,
+ * which some terminals obey) -- and no characters that reorder or split
+ * what is displayed (bidi marks, embeddings, overrides and isolates
+ * U+200E-U+200F, U+202A-U+202E, U+2066-U+2069; U+2028-U+2029). Else 0.
+ */
+int rp_text_ok(const char *s, size_t max);
+
 #endif

@@ -280,6 +280,38 @@ static const struct {
     {"\xF0\x9F\x98\x80\xF0\x9F(x", 8, 0, 6}, /* good, then cut */
 };
 
+/* Display-safe text: what a peer sends that people will read. */
+START_TEST(test_text_ok)
+{
+	ck_assert_int_eq(rp_text_ok("CORP\\alice", 64), 1);
+	ck_assert_int_eq(
+	    rp_text_ok("J\xC3\xA9r\xC3\xB4me \xE6\x97\xA5\xE6\x9C\xAC", 64), 1);
+	ck_assert_int_eq(
+	    rp_text_ok("\xC2\xA0nbsp \xC2\xBF", 64), 1); /* U+00A0, U+00BF */
+	ck_assert_int_eq(
+	    rp_text_ok("\xE2\x80\x8D zwj, \xE2\x80\x94 dash", 64), 1);
+	ck_assert_int_eq(rp_text_ok("abc", 3), 1);
+	ck_assert_int_eq(rp_text_ok("abcd", 3), 0);
+	ck_assert_int_eq(rp_text_ok("", 3), 0);
+	ck_assert_int_eq(rp_text_ok(NULL, 3), 0);
+	ck_assert_int_eq(rp_text_ok("a\tb", 64), 0);
+	ck_assert_int_eq(rp_text_ok("a\x1b[2Jb", 64), 0);
+	ck_assert_int_eq(rp_text_ok("a\x7f", 64), 0);
+	ck_assert_int_eq(rp_text_ok("a\xC2\x9B"
+	                            "2J",
+	                     64),
+	    0); /* C1 CSI */
+	ck_assert_int_eq(rp_text_ok("a\xC2\x80", 64), 0);
+	ck_assert_int_eq(rp_text_ok("a\xC2\x9F", 64), 0);
+	ck_assert_int_eq(rp_text_ok("alice\xE2\x80\xAEnimda", 64), 0); /* RLO */
+	ck_assert_int_eq(rp_text_ok("\xE2\x80\x8F", 64), 0);           /* RLM */
+	ck_assert_int_eq(rp_text_ok("\xE2\x80\xA8", 64), 0);           /* LS */
+	ck_assert_int_eq(
+	    rp_text_ok("\xE2\x81\xA6x\xE2\x81\xA9", 64), 0); /* LRI..PDI */
+	ck_assert_int_eq(rp_text_ok("\xC3\x28", 64), 0);     /* not UTF-8 */
+}
+END_TEST
+
 START_TEST(test_utf8_cases)
 {
 	size_t off = 12345;
@@ -341,6 +373,7 @@ frame_suite(void)
 	tcase_add_loop_test(tc, test_utf8_cases, 0,
 	    (int)(sizeof(utf8_cases) / sizeof(utf8_cases[0])));
 	tcase_add_test(tc, test_utf8_exhaustive);
+	tcase_add_test(tc, test_text_ok);
 	suite_add_tcase(s, tc);
 	return s;
 }
