@@ -24,6 +24,7 @@
 
 struct event_base;
 struct event;
+struct sockaddr;
 struct evconnlistener;
 struct rp_conn;
 struct rp_tls_ctx;
@@ -66,6 +67,16 @@ struct bk_agent {
 	int registered; /* agent.register done */
 };
 
+/*
+ * Where a connection comes from, for per-source limits: an IPv4 address
+ * (IPv4-mapped IPv6 included), or the /64 of an IPv6 address (one host
+ * usually has a whole /64 to pick addresses from).
+ */
+struct bk_addrkey {
+	unsigned char family; /* AF_INET, AF_INET6, 0 = unknown */
+	unsigned char b[8];   /* 4 bytes (IPv4) or the /64 prefix */
+};
+
 /* Per-connection record (rp_conn_set_data). */
 enum bk_role { BK_ROLE_NONE = 0, BK_ROLE_AGENT, BK_ROLE_HELPER };
 struct bk_peer {
@@ -85,6 +96,8 @@ struct bk_peer {
 	int closing;                 /* close requested by the broker */
 	char mech[24];               /* SASL mechanism in progress */
 	void *auth_pending;          /* bk_session.c: SASL step in flight */
+	struct bk_addrkey akey;      /* source address or /64 (bk_server.c) */
+	int pending;                 /* counted in max_pending_per_address */
 };
 
 struct bk_ctx {
@@ -143,6 +156,23 @@ void bk_session_peer_gone(struct bk_peer *p);
 /* bk_session.c: per-address counter of failed logins. */
 struct bk_ratelimit *bk_ratelimit_new(void);
 void bk_ratelimit_free(struct bk_ratelimit *rl);
+
+/* bk_server.c: the key of sa (IPv4, or IPv6 /64), and its text
+ * ("192.0.2.7", "2001:db8:1:2::/64"; out of at least 48 bytes). */
+void bk_addrkey_from(const struct sockaddr *sa, struct bk_addrkey *k);
+void bk_addrkey_text(const struct bk_addrkey *k, char *out, size_t len);
+/* bk_server.c: the peer has logged in (helper authenticated, agent
+ * identified by its certificate): it no longer counts against
+ * max_pending_per_address. Idempotent. */
+void bk_server_logged_in(struct bk_peer *p);
+
+/* bk_session.c, exposed for tests: failures counted for key within
+ * window_s at `now` (0 if none); count one more (returns the new count;
+ * a full table evicts the entry whose window started first). */
+unsigned bk_ratelimit_get(
+    struct bk_ratelimit *rl, const char *key, int64_t now, unsigned window_s);
+unsigned bk_ratelimit_add(
+    struct bk_ratelimit *rl, const char *key, int64_t now, unsigned window_s);
 
 /* Helpers for handlers. */
 int64_t bk_now(void); /* broker clock, unix seconds */

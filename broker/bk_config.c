@@ -62,6 +62,8 @@ static const struct cfg_key broker_keys[] = {
     {"handshake_timeout", T_SECS, O(handshake_timeout_s), 1, 300},
     {"keepalive", T_SECS, O(keepalive_s), 1, 3600},
     {"max_connections", T_UINT, O(max_connections), 1, 10000000},
+    {"max_pending_per_address", T_UINT, O(max_pending_per_address), 0,
+        10000000},
     {"handshake_threads", T_UINT, O(handshake_threads), 0, 64},
     {"drain_timeout", T_SECS, O(drain_timeout_s), 0, 3600},
     {"login_timeout", T_SECS, O(login_timeout_s), 1, 3600},
@@ -637,6 +639,9 @@ defaults(struct bk_config *c)
 	c->handshake_timeout_s = 10;
 	c->keepalive_s = 60;
 	c->max_connections = 100000;
+	/* A /24 office behind one NAT address reconnecting all at once after
+	 * a broker restart is never refused (docs/CONFIG.md). */
+	c->max_pending_per_address = 256;
 	/* TLS handshakes off the event loop: one thread per other CPU. */
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	c->handshake_threads = ncpu > 9 ? 8 : ncpu > 2 ? (unsigned)ncpu - 1 : 1;

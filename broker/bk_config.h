@@ -30,6 +30,10 @@ struct bk_config {
 	unsigned handshake_timeout_s;
 	unsigned keepalive_s;
 	unsigned max_connections;
+	/* Connections not logged in yet (TLS handshake, hello, SASL) from
+	 * one IPv4 address or one IPv6 /64; over it a new one is closed at
+	 * accept. 0: no limit. */
+	unsigned max_pending_per_address;
 	/* TLS handshakes run on this many threads (0: on the event loop). */
 	unsigned handshake_threads;
 	unsigned drain_timeout_s;

@@ -51,7 +51,7 @@ struct bk_metrics {
 	unsigned port;
 	int64_t start_time;  /* unix seconds */
 	uint64_t audit_seq0; /* seq of the trail when we started */
-	struct counter offers, auth;
+	struct counter offers, auth, refused;
 };
 
 /* Outcomes always present (0 until they happen), in this order. */
@@ -159,6 +159,9 @@ bk_metrics_count(struct bk_ctx *ctx, enum bk_metric m, const char *label)
 		break;
 	case BK_M_AUTH_FAILURE:
 		counter_add(&mt->auth, label, 1);
+		break;
+	case BK_M_CONN_REFUSED:
+		counter_add(&mt->refused, label, 1);
 		break;
 	}
 }
@@ -324,6 +327,8 @@ render(struct bk_metrics *mt, struct evbuffer *b)
 	    "Offers by outcome (accepted = the user consented).");
 	counter_out(b, "rabroker_auth_failures_total", "reason", &mt->auth,
 	    "Failed helper logins by reason.");
+	counter_out(b, "rabroker_connections_refused_total", "reason",
+	    &mt->refused, "Connections closed at accept, by reason.");
 	gauge(b, "rabroker_tickets_open",
 	    "Open tickets (offered, prompting, accepted, connected).",
 	    bk_offers_open_count(ctx->offers));
@@ -490,6 +495,7 @@ bk_metrics_init(struct bk_ctx *ctx)
 		counter_add(&mt->offers, offer_outcomes[i], 0);
 	for (size_t i = 0; i < sizeof(auth_reasons) / sizeof(char *); i++)
 		counter_add(&mt->auth, auth_reasons[i], 0);
+	counter_add(&mt->refused, "pending_per_address", 0);
 	ctx->metrics = mt;
 	bk_audit_set_observer(ctx->audit, on_audit, mt);
 	if (c->metrics_listen == NULL || c->metrics_listen[0] == '\0') {

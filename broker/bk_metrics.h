@@ -30,6 +30,7 @@ struct bk_metrics;
 enum bk_metric {
 	BK_M_OFFER,        /* label: outcome ("accepted", "offline", ...) */
 	BK_M_AUTH_FAILURE, /* label: reason ("auth_failed", ...) */
+	BK_M_CONN_REFUSED, /* label: reason ("pending_per_address") */
 };
 
 /*

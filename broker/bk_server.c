@@ -15,9 +15,18 @@
  * Out of descriptors (EMFILE/ENFILE), accept is paused for one second
  * rather than spinning on a listener that is always readable; at
  * max_connections it is paused until a connection closes.
+ *
+ * max_connections is global, so one host could fill it with connections
+ * that never log in and stop accept for everybody. Connections that have
+ * not logged in yet are therefore also counted per source (an IPv4
+ * address, an IPv6 /64): over max_pending_per_address a new one is closed
+ * at accept, before any TLS work. A peer stops counting when it logs in
+ * (bk_server_logged_in) or when its record is freed, whichever comes
+ * first (p->pending says whether it still counts).
  */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +44,7 @@
 #include "bk_audit.h"
 #include "bk_config.h"
 #include "bk_methods.h"
+#include "bk_metrics.h"
 #include "bk_offer.h"
 #include "bk_server.h"
 #include "rp_conn.h"
@@ -43,6 +53,18 @@
 
 #define SWEEP_INTERVAL_S 5 /* at most; less with short limits */
 #define ACCEPT_PAUSE_S 1
+#define PEND_BUCKETS 4096
+#define PEND_WARN_S 60 /* one refusal log line per source per minute */
+
+/* Connections not logged in yet from one source. Kept while count > 0,
+ * or while its last warning is recent (so the log stays rate limited). */
+struct pend {
+	struct bk_addrkey key;
+	unsigned count;
+	int64_t warned;        /* last refusal log line (0: never) */
+	unsigned long refused; /* refusals not yet logged */
+	struct pend *next;
+};
 
 struct bk_server {
 	struct bk_ctx *ctx;
@@ -55,6 +77,8 @@ struct bk_server {
 	int paused_fd;  /* out of descriptors: resume timer armed */
 	int paused_max; /* at max_connections */
 	int draining;
+	struct pend **pend; /* PEND_BUCKETS chains, NULL until needed */
+	size_t npend;       /* entries */
 };
 
 int64_t
@@ -77,6 +101,150 @@ bk_audit(struct bk_ctx *ctx, int ev, json_t *fields)
 		return 0;
 	}
 	return bk_audit_write(ctx->audit, (enum bk_audit_event)ev, fields);
+}
+
+void
+bk_addrkey_from(const struct sockaddr *sa, struct bk_addrkey *k)
+{
+	memset(k, 0, sizeof(*k));
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		k->family = AF_INET;
+		memcpy(k->b, &s4->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		const unsigned char *a = s6->sin6_addr.s6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			/* A dual-stack listener sees IPv4 clients so. */
+			k->family = AF_INET;
+			memcpy(k->b, a + 12, 4);
+		} else {
+			k->family = AF_INET6;
+			memcpy(k->b, a, 8);
+		}
+	}
+}
+
+void
+bk_addrkey_text(const struct bk_addrkey *k, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned char a6[16];
+
+	if (k->family == AF_INET) {
+		evutil_inet_ntop(AF_INET, k->b, host, sizeof(host));
+		snprintf(out, len, "%s", host);
+	} else if (k->family == AF_INET6) {
+		memset(a6, 0, sizeof(a6));
+		memcpy(a6, k->b, 8);
+		evutil_inet_ntop(AF_INET6, a6, host, sizeof(host));
+		snprintf(out, len, "%s/64", host);
+	} else {
+		snprintf(out, len, "?");
+	}
+}
+
+static unsigned
+pend_hash(const struct bk_addrkey *k)
+{
+	unsigned h = 2166136261u;
+
+	h = (h ^ k->family) * 16777619u;
+	for (size_t i = 0; i < sizeof(k->b); i++)
+		h = (h ^ k->b[i]) * 16777619u;
+	return h % PEND_BUCKETS;
+}
+
+/* The entry for k; created (count 0) if create; NULL if absent / no
+ * memory (then the connection is simply not limited). */
+static struct pend *
+pend_get(struct bk_server *s, const struct bk_addrkey *k, int create)
+{
+	unsigned h = pend_hash(k);
+	struct pend *e;
+
+	if (s->pend == NULL) {
+		if (!create)
+			return NULL;
+		s->pend = calloc(PEND_BUCKETS, sizeof(*s->pend));
+		if (s->pend == NULL)
+			return NULL;
+	}
+	for (e = s->pend[h]; e != NULL; e = e->next)
+		if (memcmp(&e->key, k, sizeof(*k)) == 0)
+			return e;
+	if (!create || (e = calloc(1, sizeof(*e))) == NULL)
+		return NULL;
+	e->key = *k;
+	e->next = s->pend[h];
+	s->pend[h] = e;
+	s->npend++;
+	return e;
+}
+
+/* Frees the entries nobody counts on any more (all of them if all). */
+static void
+pend_prune(struct bk_server *s, int64_t now, int all)
+{
+	if (s->pend == NULL)
+		return;
+	for (unsigned h = 0; h < PEND_BUCKETS; h++) {
+		struct pend **pp = &s->pend[h], *e;
+		while ((e = *pp) != NULL) {
+			if (all ||
+			    (e->count == 0 && now - e->warned >= PEND_WARN_S)) {
+				*pp = e->next;
+				free(e);
+				s->npend--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+}
+
+static void
+pend_release(struct bk_server *s, struct bk_peer *p)
+{
+	struct pend *e;
+
+	if (!p->pending)
+		return;
+	p->pending = 0;
+	if ((e = pend_get(s, &p->akey, 0)) != NULL && e->count > 0)
+		e->count--;
+}
+
+void
+bk_server_logged_in(struct bk_peer *p)
+{
+	if (p != NULL && p->ctx != NULL && p->ctx->server != NULL)
+		pend_release(p->ctx->server, p);
+}
+
+/* 1 if a new connection from k must be refused (logged, counted). */
+static int
+pend_over(struct bk_server *s, const struct bk_addrkey *k)
+{
+	unsigned cap = s->ctx->cfg->max_pending_per_address;
+	struct pend *e;
+	int64_t now;
+	char text[64];
+
+	if (cap == 0 || (e = pend_get(s, k, 0)) == NULL || e->count < cap)
+		return 0;
+	bk_metrics_count(s->ctx, BK_M_CONN_REFUSED, "pending_per_address");
+	e->refused++;
+	now = bk_now();
+	if (now - e->warned >= PEND_WARN_S) {
+		bk_addrkey_text(k, text, sizeof(text));
+		log_warnx("%s: %u connections not logged in yet "
+		          "(max_pending_per_address): %lu new one(s) refused",
+		    text, e->count, e->refused);
+		e->warned = now;
+		e->refused = 0;
+	}
+	return 1;
 }
 
 static void
@@ -102,6 +270,7 @@ peer_unlink_free(struct bk_server *s, struct bk_peer *p)
 		s->peers = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
+	pend_release(s, p);
 	bk_session_peer_gone(p);
 	az_entry_free(p->user);
 	az_entry_free(p->computer);
@@ -224,8 +393,15 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	struct bk_ctx *ctx = arg;
 	struct bk_server *s = ctx->server;
 	struct bk_peer *p;
+	struct bk_addrkey k;
+	struct pend *e;
 
 	if (s->draining) {
+		evutil_closesocket(fd);
+		return;
+	}
+	bk_addrkey_from(sa, &k);
+	if (pend_over(s, &k)) {
 		evutil_closesocket(fd);
 		return;
 	}
@@ -236,7 +412,13 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	}
 	p->ctx = ctx;
 	p->since = bk_now();
+	p->akey = k;
 	addr_text(sa, p->addr, sizeof(p->addr));
+	if (ctx->cfg->max_pending_per_address > 0 &&
+	    (e = pend_get(s, &k, 1)) != NULL) {
+		e->count++;
+		p->pending = 1;
+	}
 	p->next = s->peers;
 	if (s->peers)
 		s->peers->prev = p;
@@ -323,6 +505,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
 	int64_t now = bk_now();
 
 	reap_detached(s);
+	pend_prune(s, now, 0);
 	bk_agents_sweep(ctx);
 	/* Connections that never finished hello / authentication. */
 	for (struct bk_peer *p = s->peers; p != NULL; p = p->next) {
@@ -524,6 +707,8 @@ bk_server_free(struct bk_ctx *ctx)
 			rp_conn_set_data(p->conn, NULL);
 		peer_unlink_free(s, p);
 	}
+	pend_prune(s, 0, 1);
+	free(s->pend);
 	free(s);
 	ctx->server = NULL;
 }

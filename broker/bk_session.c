@@ -9,10 +9,13 @@
  * completion; if the connection died meanwhile the answer is dropped.
  *
  * Failed logins are counted per client address (not per account, which
- * would let anybody lock anybody out): after max_failures failures within
- * failure_window seconds from one address, auth.start answers rate_limited
- * until the window has passed. The table is bounded; when it is full of
- * live entries a new address is not tracked (logged), never refused.
+ * would let anybody lock anybody out), an IPv6 client per /64 (one host
+ * has a whole /64 to pick addresses from): after max_failures failures
+ * within failure_window seconds from one address, auth.start answers
+ * rate_limited until the window has passed. The table is bounded; when the
+ * slots a new address may use are all live, the one whose window started
+ * first is dropped (a flood of addresses cannot stop counting; logged at
+ * most once a minute).
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -40,31 +43,19 @@
 
 /* --- per-address failure counter ------------------------------------------ */
 
+#define RL_WARN_S 60 /* one "table full" log line per minute at most */
+
 struct rl_entry {
-	char ip[48];
+	char ip[48]; /* bk_addrkey_text: an IPv4 address or an IPv6 /64 */
 	int64_t first;
 	unsigned count;
 };
 
 struct bk_ratelimit {
 	struct rl_entry e[RL_SLOTS];
+	int64_t warned;         /* last eviction log line */
+	unsigned long nevicted; /* evictions since */
 };
-
-static void
-peer_ip(const char *addr, char *ip, size_t len)
-{
-	const char *end;
-
-	if (addr[0] == '[') {
-		end = strchr(addr, ']');
-		addr++;
-	} else {
-		end = strrchr(addr, ':');
-	}
-	if (end == NULL)
-		end = addr + strlen(addr);
-	snprintf(ip, len, "%.*s", (int)(end - addr), addr);
-}
 
 static unsigned
 rl_hash(const char *s)
@@ -75,13 +66,16 @@ rl_hash(const char *s)
 	return h;
 }
 
-/* The entry for ip, or a free/expired slot for it (insert), or NULL. */
+/*
+ * The live entry for ip, or (insert) a new one in a free or expired slot,
+ * or else in place of the probed entry whose window started first: under
+ * a flood of addresses the oldest counts are lost, never the new ones.
+ */
 static struct rl_entry *
-rl_find(struct bk_ctx *ctx, const char *ip, int insert)
+rl_find(struct bk_ratelimit *rl, const char *ip, int64_t now, int64_t win,
+    int insert)
 {
-	struct bk_ratelimit *rl = ctx->authrl;
-	int64_t now = bk_now(), win = ctx->cfg->failure_window_s;
-	struct rl_entry *freeslot = NULL;
+	struct rl_entry *freeslot = NULL, *oldest = NULL;
 	unsigned h = rl_hash(ip);
 
 	if (rl == NULL)
@@ -93,12 +87,22 @@ rl_find(struct bk_ctx *ctx, const char *ip, int insert)
 			return e;
 		if (!live && freeslot == NULL)
 			freeslot = e;
+		if (live && (oldest == NULL || e->first < oldest->first))
+			oldest = e;
 	}
 	if (!insert)
 		return NULL;
 	if (freeslot == NULL) {
-		log_warnx("auth failure table full: %s not rate limited", ip);
-		return NULL;
+		freeslot = oldest;
+		rl->nevicted++;
+		if (now - rl->warned >= RL_WARN_S) {
+			log_warnx("auth failure table full: %lu older "
+			          "entr%s dropped (last for %s)",
+			    rl->nevicted, rl->nevicted == 1 ? "y" : "ies",
+			    oldest->ip);
+			rl->warned = now;
+			rl->nevicted = 0;
+		}
 	}
 	memset(freeslot, 0, sizeof(*freeslot));
 	snprintf(freeslot->ip, sizeof(freeslot->ip), "%s", ip);
@@ -106,30 +110,49 @@ rl_find(struct bk_ctx *ctx, const char *ip, int insert)
 	return freeslot;
 }
 
+unsigned
+bk_ratelimit_get(
+    struct bk_ratelimit *rl, const char *key, int64_t now, unsigned window_s)
+{
+	struct rl_entry *e = rl_find(rl, key, now, window_s, 0);
+
+	return e != NULL ? e->count : 0;
+}
+
+unsigned
+bk_ratelimit_add(
+    struct bk_ratelimit *rl, const char *key, int64_t now, unsigned window_s)
+{
+	struct rl_entry *e = rl_find(rl, key, now, window_s, 1);
+
+	if (e == NULL)
+		return 0;
+	if (e->count < UINT32_MAX)
+		e->count++;
+	return e->count;
+}
+
 static int
-rl_blocked(struct bk_ctx *ctx, const char *addr)
+rl_blocked(struct bk_ctx *ctx, const struct bk_peer *p)
 {
 	char ip[48];
-	struct rl_entry *e;
 
 	if (ctx->cfg->max_failures == 0)
 		return 0;
-	peer_ip(addr, ip, sizeof(ip));
-	e = rl_find(ctx, ip, 0);
-	return e != NULL && e->count >= ctx->cfg->max_failures;
+	bk_addrkey_text(&p->akey, ip, sizeof(ip));
+	return bk_ratelimit_get(ctx->authrl, ip, bk_now(),
+	           ctx->cfg->failure_window_s) >= ctx->cfg->max_failures;
 }
 
 static void
-rl_fail(struct bk_ctx *ctx, const char *addr)
+rl_fail(struct bk_ctx *ctx, const struct bk_peer *p)
 {
 	char ip[48];
-	struct rl_entry *e;
 
 	if (ctx->cfg->max_failures == 0)
 		return;
-	peer_ip(addr, ip, sizeof(ip));
-	if ((e = rl_find(ctx, ip, 1)) != NULL && e->count < UINT32_MAX)
-		e->count++;
+	bk_addrkey_text(&p->akey, ip, sizeof(ip));
+	bk_ratelimit_add(ctx->authrl, ip, bk_now(), ctx->cfg->failure_window_s);
 }
 
 struct bk_ratelimit *
@@ -222,6 +245,9 @@ agent_ready(struct rp_conn *c, json_t *id, struct bk_peer *p)
 {
 	p->role = BK_ROLE_AGENT;
 	rp_conn_set_state(c, RP_ST_AGENT);
+	/* Identified by a machine certificate of our CA: no longer one of
+	 * the anonymous connections limited per address. */
+	bk_server_logged_in(p);
 	log_info("%s: agent %s authenticated by certificate%s%s", p->addr,
 	    p->machine, p->computer ? ", directory object " : "",
 	    p->computer && p->computer->dn ? p->computer->dn : "");
@@ -421,7 +447,7 @@ static void
 auth_failed(
     struct bk_ctx *ctx, struct bk_peer *p, const char *user, const char *reason)
 {
-	rl_fail(ctx, p->addr);
+	rl_fail(ctx, p);
 	log_info("%s: authentication failed (user \"%s\", %s): %s", p->addr,
 	    user, p->mech, reason);
 	bk_audit(ctx, BK_AE_AUTH_FAILED,
@@ -456,6 +482,7 @@ auth_done(enum az_sasl_status st, int code, const unsigned char *challenge,
 		}
 		p->role = BK_ROLE_HELPER;
 		ctx->nhelpers++;
+		bk_server_logged_in(p);
 		rp_conn_set_state(pd->c, RP_ST_HELPER);
 		log_info("%s: helper %s authenticated (%s, %zu group(s))",
 		    p->addr, p->user->account, p->mech, p->user->ngroups);
@@ -547,7 +574,7 @@ bk_h_auth_start(struct rp_conn *c, json_t *id, json_t *params, void *arg)
 	else if (strcasecmp(mech, "EXTERNAL") == 0)
 		snprintf(pd->user, sizeof(pd->user), "%s",
 		    rp_conn_peer_id(c) ? rp_conn_peer_id(c) : "");
-	if (rl_blocked(ctx, p->addr)) {
+	if (rl_blocked(ctx, p)) {
 		/* Audited (who tried, from where), not counted again. */
 		log_info("%s: auth.start refused: too many failures", p->addr);
 		bk_audit(ctx, BK_AE_AUTH_FAILED,

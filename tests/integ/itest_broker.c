@@ -892,6 +892,74 @@ START_TEST(t_max_connections)
 }
 END_TEST
 
+/* Connections not logged in yet are capped per source address: one host
+ * cannot hold every slot, others still get in, and closing (or logging
+ * in) frees the slots. */
+START_TEST(t_pending_per_address)
+{
+	struct event_base *base = event_base_new();
+	struct tl_broker b;
+	struct tl_broker_opts o;
+	struct tl_client *c[4], *x = NULL, *a, *h;
+	const char *line = "127.0.0.1: 4 connections not logged in yet";
+	char why[256] = "";
+	uint64_t t0;
+	int i;
+
+	ck_assert(have_slapd);
+	memset(&o, 0, sizeof(o));
+	o.slapd = &slapd;
+	o.policy = policy_helpdesk;
+	o.require_computer_object = 1;
+	o.extra = "[broker]\nmax_pending_per_address = 4\n";
+	ck_assert_int_eq(tl_broker_setup(&b, &o), 0);
+	ck_assert(tl_broker_start(&b) == 0);
+	for (i = 0; i < 4; i++)
+		c[i] = connect_as(base, &b, NULL);
+	/* The fifth is closed at accept: no TLS, no waiting. */
+	t0 = tl_now_ms();
+	x = tl_client_connect(
+	    base, b.pki, b.port, NULL, 5000, why, sizeof(why));
+	ck_assert_msg(x == NULL, "a 5th pending connection was served");
+	ck_assert_msg(tl_now_ms() - t0 < 2000, "refused after %llu ms",
+	    (unsigned long long)(tl_now_ms() - t0));
+	ck_assert(tl_broker_wait_log(&b, line, 1, 2000));
+	/* Refused again, but logged once a minute at most. */
+	x = tl_client_connect(base, b.pki, b.port, NULL, 5000, NULL, 0);
+	ck_assert(x == NULL);
+	tl_run_until(base, NULL, NULL, 200);
+	ck_assert_int_eq(tl_broker_log_count(&b, "max_pending_per_address"), 1);
+	/* Another address is not affected. */
+	a = tl_client_connect_from(
+	    base, b.pki, b.port, "ws-042", "127.0.0.2", 5000, why, sizeof(why));
+	ck_assert_msg(a != NULL, "from 127.0.0.2: %s", why);
+	ck_assert_int_eq(
+	    tl_client_agent_login(a, "ws-042.corp.example", NULL), 0);
+	/* Two pending ones close: 127.0.0.1 gets in again, and a helper
+	 * that logged in no longer counts. */
+	tl_client_free(c[0]);
+	tl_client_free(c[1]);
+	h = NULL;
+	for (i = 0; i < 30 && h == NULL; i++) {
+		tl_run_until(base, NULL, NULL, 100);
+		h = tl_client_connect(base, b.pki, b.port, NULL, 3000, NULL, 0);
+	}
+	ck_assert_msg(h != NULL, "127.0.0.1 still refused after closes");
+	ck_assert_int_eq(tl_client_helper_login(h, "alice", "alice-pw"), 0);
+	c[0] = connect_as(base, &b, NULL);
+	c[1] = connect_as(base, &b, NULL);
+	/* c[0..3] pending again (4): the next is refused. */
+	x = tl_client_connect(base, b.pki, b.port, NULL, 3000, NULL, 0);
+	ck_assert_msg(x == NULL, "over the cap after a helper login");
+	tl_client_free(h);
+	tl_client_free(a);
+	for (i = 0; i < 4; i++)
+		tl_client_free(c[i]);
+	tl_broker_destroy(&b);
+	event_base_free(base);
+}
+END_TEST
+
 /* The fake agent accepts every prompt and acknowledges ticket.connect. */
 static json_t *
 agent_accepts(
@@ -1115,6 +1183,7 @@ broker_suite(void)
 	tcase_add_test(tl, t_helper_external);
 	tcase_add_test(tl, t_emfile_pause);
 	tcase_add_test(tl, t_max_connections);
+	tcase_add_test(tl, t_pending_per_address);
 	tcase_add_test(tl, t_offer_through_core);
 	suite_add_tcase(s, tl);
 

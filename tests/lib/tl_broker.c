@@ -2,6 +2,7 @@
  * tl_broker.c - the real rabrokerd as a child process, and a scripted
  * JSON-RPC client over real TLS (see tl_broker.h).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -762,10 +763,21 @@ struct tl_client *
 tl_client_connect(struct event_base *base, const char *pki, unsigned port,
     const char *cert, unsigned timeout_ms, char *why, size_t whylen)
 {
+	return tl_client_connect_from(
+	    base, pki, port, cert, NULL, timeout_ms, why, whylen);
+}
+
+struct tl_client *
+tl_client_connect_from(struct event_base *base, const char *pki, unsigned port,
+    const char *cert, const char *src, unsigned timeout_ms, char *why,
+    size_t whylen)
+{
 	struct tl_client *c = calloc(1, sizeof(*c));
 	struct rp_tls_opts o;
 	char ca[700], crt[700], key[700], err[512];
 	struct sockaddr_storage ss;
+	struct sockaddr_in s4;
+	struct rp_tls_connect_extra x;
 	int sl;
 
 	if (c == NULL)
@@ -789,8 +801,22 @@ tl_client_connect(struct event_base *base, const char *pki, unsigned port,
 		return NULL;
 	}
 	sl = tl_loopback((struct sockaddr *)&ss, 0, (uint16_t)port);
-	c->tls = rp_tls_connect(c->tctx, base, (struct sockaddr *)&ss, sl,
-	    "localhost", &cl_tls_cbs, c);
+	memset(&x, 0, sizeof(x));
+	if (src != NULL) {
+		memset(&s4, 0, sizeof(s4));
+		s4.sin_family = AF_INET;
+		if (inet_pton(AF_INET, src, &s4.sin_addr) != 1) {
+			if (why)
+				snprintf(why, whylen, "bad source %s", src);
+			rp_tls_ctx_free(c->tctx);
+			free(c);
+			return NULL;
+		}
+		x.src = (struct sockaddr *)&s4;
+		x.srclen = (int)sizeof(s4);
+	}
+	c->tls = rp_tls_connect_ex(c->tctx, base, (struct sockaddr *)&ss, sl,
+	    "localhost", &x, &cl_tls_cbs, c);
 	if (c->tls == NULL) {
 		if (why)
 			snprintf(why, whylen, "connect failed");

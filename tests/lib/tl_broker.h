@@ -124,6 +124,11 @@ typedef json_t *(*tl_request_fn)(
 struct tl_client *tl_client_connect(struct event_base *base, const char *pki,
     unsigned port, const char *cert, unsigned timeout_ms, char *why,
     size_t whylen);
+/* Same from the local IPv4 address src ("127.0.0.2"; NULL: any), for
+ * limits per source address. */
+struct tl_client *tl_client_connect_from(struct event_base *base,
+    const char *pki, unsigned port, const char *cert, const char *src,
+    unsigned timeout_ms, char *why, size_t whylen);
 void tl_client_free(struct tl_client *c);
 
 /* Calls method and waits. Returns 0 and *result (new reference), or the

@@ -93,6 +93,7 @@ START_TEST(t_defaults)
 	ck_assert(!bk_config_has_mech(c, "GSSAPI"));
 	ck_assert_str_eq(c->store, "sqlite");
 	ck_assert_uint_eq(c->max_failures, 5);
+	ck_assert_uint_eq(c->max_pending_per_address, 256);
 	ck_assert_str_eq(c->metrics_listen, "127.0.0.1:9464");
 	bk_config_free(c);
 	c = load("[metrics]\nlisten =\n[control]\nsocket = /tmp/c.sock\n", err,
@@ -119,6 +120,7 @@ START_TEST(t_values)
 	    "keepalive = 2m\n"
 	    "drain_timeout = 0\n"
 	    "handshake_threads = 0\n"
+	    "max_pending_per_address = 0\n"
 	    "[relay]\nbyte_budget = 512M\nidle_timeout = 1h ; inline comment\n"
 	    "[sasl]\nmechanisms = plain\n"
 	    "[log]\nlevel = debug\nsyslog = no\n"
@@ -135,6 +137,7 @@ START_TEST(t_values)
 	ck_assert_uint_eq(c->keepalive_s, 120);
 	ck_assert_uint_eq(c->drain_timeout_s, 0);
 	ck_assert_uint_eq(c->handshake_threads, 0);
+	ck_assert_uint_eq(c->max_pending_per_address, 0);
 	ck_assert_uint_eq(c->relay_byte_budget, 512ull << 20);
 	ck_assert_uint_eq(c->relay_idle_timeout_s, 3600);
 	ck_assert(bk_config_has_mech(c, "PLAIN"));
@@ -165,6 +168,8 @@ START_TEST(t_errors_name_lines)
 	expect_error("[broker]\nkeepalive = soon\n", "t.conf:8: keepalive");
 	expect_error("[broker]\nhandshake_threads = 65\n",
 	    "t.conf:8: handshake_threads: bad value \"65\"");
+	expect_error("[broker]\nmax_pending_per_address = -1\n",
+	    "t.conf:8: max_pending_per_address: bad value \"-1\"");
 	expect_error(
 	    "[broker]\ncert = other\n", "t.conf:8: duplicate key \"cert\"");
 	expect_error("[log]\nlevel = loud\n", "t.conf:8: level");
