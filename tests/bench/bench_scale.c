@@ -399,6 +399,7 @@ conf_adjust(void)
 	snprintf(to, sizeof(to),
 	    "ca = %s/pki/ca.pem\nhandshake_timeout = 10s\n"
 	    "max_connections = %d\nlogin_timeout = 120s\n"
+	    "max_pending_per_address = 0\n"
 	    "ticket_key_file = %s/ticket.key",
 	    cache, nagents + 1000, br.dir);
 	if (conf_replace(from, to) != 0)
