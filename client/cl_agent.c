@@ -61,6 +61,7 @@ struct aticket {
 	char mode[16];
 	long long expires;
 	int accepted;
+	int unattended; /* accepted by [prompt] unattended, nobody here */
 	char user[160], session[32]; /* who accepted */
 	struct cl_prompt *prompt;    /* offer or control prompt running */
 	struct rp_conn *prompt_conn; /* to answer on (ref held) */
@@ -130,6 +131,7 @@ static void agent_connect(struct cl_agent *a);
 static void connect_next(struct cl_agent *a);
 static void addrs_clear(struct cl_agent *a);
 static void ticket_free(struct aticket *t);
+static const char *unattended_refusal(struct cl_agent *a, const char *mode);
 
 /* ---- tickets ---------------------------------------------------------- */
 
@@ -486,6 +488,20 @@ h_control_prompt(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 		rp_conn_error(c, id, RP_ERR_BUSY, "already prompting", NULL);
 		return;
 	}
+	if (t->unattended && !strcmp(t->mode, "control") &&
+	    unattended_refusal(a, "control") == NULL) {
+		/* Nobody to ask, and raagent.conf says yes for them. */
+		log_warnx(
+		    "ticket %s: control granted (unattended): nobody is "
+		    "logged on and raagent.conf allows unattended control",
+		    t->id);
+		t->prompt_control = 1;
+		rp_conn_ref(c);
+		t->prompt_conn = c;
+		t->prompt_id = json_incref(id);
+		prompt_done(NULL, 1, "(nobody)", NULL, t);
+		return;
+	}
 	memset(&req, 0, sizeof(req));
 	req.kind = "control";
 	req.ticket = t->id;
@@ -562,8 +578,10 @@ tun_closed(struct cl_tunnel *tun, int connected, double seconds, uint64_t bytes,
 		          "%s",
 		    t->id, tr, why);
 		/* The user's consent stays until the ticket expires: the
-		 * broker sends ticket.connect again after a reconnection. */
-		if (!t->ending)
+		 * broker sends ticket.connect again after a reconnection.
+		 * An unattended one is not kept: the next ticket.connect
+		 * checks raagent.conf and the sessions afresh. */
+		if (!t->ending && !t->unattended)
 			return;
 	}
 	ticket_free(t);
@@ -588,6 +606,73 @@ b64_decode(const char *in, unsigned char *out, size_t *outlen)
 	return 0;
 }
 
+/*
+ * Why this machine refuses to connect without a local yes, in mode, right
+ * now; NULL if [prompt] unattended allows it and nobody is logged on (the
+ * sessions read again here, not the last poll's). A missing or unknown
+ * mode counts as control.
+ */
+static const char *
+unattended_refusal(struct cl_agent *a, const char *mode)
+{
+	enum cl_unattended need = mode != NULL && !strcmp(mode, "view")
+	    ? CL_UNATT_VIEW
+	    : CL_UNATT_CONTROL;
+	struct cl_session *v = NULL;
+	size_t n = 0;
+	const char *src = NULL;
+
+	if (a->cfg->unattended == CL_UNATT_NO)
+		return "unattended access is off in raagent.conf";
+	if (a->cfg->unattended < need)
+		return "unattended = view in raagent.conf, control asked";
+	if (cl_sessions_read(a->cfg, &v, &n, &src) != 0)
+		return "cannot read the sessions";
+	free(v);
+	if (n > 0)
+		return "a user is logged on";
+	return NULL;
+}
+
+/* A ticket.connect for a ticket no local user accepted: a ticket record
+ * accepted by "(nobody)" when raagent.conf and the sessions allow it,
+ * else NULL with the request answered. */
+static struct aticket *
+unattended_accept(struct cl_agent *a, struct rp_conn *c, json_t *id,
+    const char *tid, struct aticket *t, const char *mode)
+{
+	const char *why;
+
+	if (t != NULL) /* a prompt of its own is running: it decides */
+		why = "the local prompt has not said yes";
+	else
+		why = unattended_refusal(a, mode);
+	if (why != NULL) {
+		/* Never connect for a ticket nobody here said yes to. */
+		log_warnx("ticket %s: ticket.connect refused: not accepted on "
+		          "this machine (%s)",
+		    tid, why);
+		rp_conn_error(c, id, RP_ERR_DECLINED,
+		    "not accepted on this machine", NULL);
+		return NULL;
+	}
+	if ((t = ticket_get(a, tid)) == NULL) {
+		rp_conn_error(c, id, RP_ERR_BUSY, "too many tickets", NULL);
+		return NULL;
+	}
+	t->accepted = 1;
+	t->unattended = 1;
+	snprintf(t->user, sizeof(t->user), "%s", "(nobody)");
+	snprintf(t->helper, sizeof(t->helper), "%s", "?");
+	snprintf(t->mode, sizeof(t->mode), "%s",
+	    mode != NULL && !strcmp(mode, "view") ? "view" : "control");
+	log_warnx("ticket %s: accepted (unattended): nobody is logged on and "
+	          "raagent.conf allows unattended %s; connecting, view only "
+	          "until control is granted",
+	    t->id, t->mode);
+	return t;
+}
+
 static void
 h_ticket_connect(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 {
@@ -606,13 +691,22 @@ h_ticket_connect(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 	size_t keylen = sizeof(key);
 
 	if (t == NULL || !t->accepted) {
-		/* Never connect for a ticket nobody here said yes to. */
-		log_warnx("ticket %s: ticket.connect refused: not accepted on "
-		          "this machine",
-		    tid);
-		rp_conn_error(c, id, RP_ERR_DECLINED,
-		    "not accepted on this machine", NULL);
-		return;
+		t = unattended_accept(a, c, id, tid, t,
+		    json_string_value(json_object_get(params, "mode")));
+		if (t == NULL)
+			return;
+	} else if (t->unattended && t->tun == NULL && !t->connected) {
+		/* Sent again (a reconnection): still nobody here? */
+		const char *why = unattended_refusal(a, t->mode);
+		if (why != NULL) {
+			log_warnx("ticket %s: ticket.connect refused: not "
+			          "accepted on this machine (%s)",
+			    tid, why);
+			rp_conn_error(c, id, RP_ERR_DECLINED,
+			    "not accepted on this machine", NULL);
+			ticket_free(t);
+			return;
+		}
 	}
 	if (t->tun != NULL || t->connected) {
 		rp_conn_error(c, id, RP_ERR_TICKET_USED, NULL, NULL);

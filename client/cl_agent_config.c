@@ -248,6 +248,16 @@ on_kv(void *user, const char *section, const char *name, const char *value)
 			BAD("command: terminal, graphical or script:/PATH, "
 			    "got \"%s\"",
 			    value);
+	} else if (!strcmp(key, "prompt.unattended")) {
+		if (!strcmp(value, "no"))
+			c->unattended = CL_UNATT_NO;
+		else if (!strcmp(value, "view"))
+			c->unattended = CL_UNATT_VIEW;
+		else if (!strcmp(value, "control"))
+			c->unattended = CL_UNATT_CONTROL;
+		else
+			BAD("unattended: no, view or control, got \"%s\"",
+			    value);
 	} else if (!strcmp(key, "prompt.timeout_margin")) {
 		if (v_uint(value, 0, 60, &c->prompt_margin_s))
 			BAD("timeout_margin: seconds 0..60");
@@ -297,6 +307,7 @@ defaults(struct cl_agent_config *c)
 	c->poll_s = 5;
 	c->prompt = CL_PROMPT_TERMINAL;
 	c->prompt_margin_s = 2;
+	c->unattended = CL_UNATT_NO;
 	c->protocol = CL_PROTO_RFB;
 	c->connect_timeout_s = 30;
 	c->relay = 1;

@@ -20,6 +20,9 @@ enum cl_prompt_kind {
 	CL_PROMPT_SCRIPT
 };
 enum cl_tunnel_proto { CL_PROTO_RFB = 0, CL_PROTO_RAW };
+/* [prompt] unattended: what may connect without a local yes while nobody
+ * is logged on (the broker's nobody= must allow it too). Ordered. */
+enum cl_unattended { CL_UNATT_NO = 0, CL_UNATT_VIEW, CL_UNATT_CONTROL };
 
 struct cl_static_session {
 	char *user; /* "CORP\bob" */
@@ -49,9 +52,10 @@ struct cl_agent_config {
 	size_t nstat;
 	/* [prompt] */
 	enum cl_prompt_kind prompt;
-	char *prompt_script;      /* script:PATH */
-	unsigned prompt_margin_s; /* answer this much before the broker's
+	char *prompt_script;           /* script:PATH */
+	unsigned prompt_margin_s;      /* answer this much before the broker's
 	                             timeout */
+	enum cl_unattended unattended; /* default CL_UNATT_NO */
 	/* [tunnel] */
 	char *target_host, *target_port; /* target = 127.0.0.1:5900 */
 	enum cl_tunnel_proto protocol;

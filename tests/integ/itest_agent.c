@@ -242,11 +242,13 @@ agent_bin(void)
 	return p;
 }
 
-static int agent_raw;            /* protocol raw with a no-op start_command */
-static uint16_t target_override; /* a real VNC server instead of rfb */
-static const char *agent_broker; /* "host:port" instead of 127.0.0.1 */
-static char agent_extra[256];    /* more [agent] lines */
-static int agent_nowait;         /* do not wait for agent_online */
+static int agent_raw;              /* protocol raw with a no-op start_command */
+static uint16_t target_override;   /* a real VNC server instead of rfb */
+static const char *agent_broker;   /* "host:port" instead of 127.0.0.1 */
+static char agent_extra[256];      /* more [agent] lines */
+static int agent_nowait;           /* do not wait for agent_online */
+static const char *agent_sessions; /* [sessions] lines, NULL: CORP\bob */
+static char agent_prompt[128];     /* more [prompt] lines */
 
 static void
 agent_start(int relay, unsigned connect_timeout)
@@ -290,10 +292,11 @@ agent_start(int relay, unsigned connect_timeout)
 	    "backoff_cap = 2\n"
 	    "[sessions]\n"
 	    "source = static\n"
-	    "session = CORP\\bob graphical\n"
+	    "%s"
 	    "[prompt]\n"
 	    "command = script:%s\n"
 	    "timeout_margin = 1\n"
+	    "%s"
 	    "[tunnel]\n"
 	    "target = 127.0.0.1:%u\n"
 	    "connect_timeout = %u\n"
@@ -301,9 +304,10 @@ agent_start(int relay, unsigned connect_timeout)
 	    "%s%s\n"
 	    "[log]\n"
 	    "level = %s\n",
-	    broker, agent_extra, br.pki, br.pki, br.pki, agent_dir, script,
-	    target_override ? target_override : rfb.port, connect_timeout,
-	    relay ? "yes" : "no",
+	    broker, agent_extra, br.pki, br.pki, br.pki, agent_dir,
+	    agent_sessions ? agent_sessions : "session = CORP\\bob graphical\n",
+	    script, agent_prompt, target_override ? target_override : rfb.port,
+	    connect_timeout, relay ? "yes" : "no",
 	    agent_raw ? "protocol = raw\nstart_command = " : "",
 	    agent_raw ? start : "", agent_raw ? "info" : "debug");
 	write_file(agent_conf, text, 0644);
@@ -458,6 +462,8 @@ setup(void)
 	agent_broker = NULL;
 	agent_extra[0] = '\0';
 	agent_nowait = 0;
+	agent_sessions = NULL;
+	agent_prompt[0] = '\0';
 }
 
 static void
@@ -703,6 +709,183 @@ START_TEST(t_direct_view_control)
 	/* The ticket secret never reaches the agent's log. */
 	ck_assert_uint_gt(strlen(last_psk_b64), 40);
 	ck_assert_int_eq(agent_log_count(last_psk_b64), 0);
+	tl_client_free(h);
+}
+END_TEST
+
+/* ---- nobody logged on ----------------------------------------------------
+ * The broker's policy (nobody=allow-view) and raagent.conf ([prompt]
+ * unattended) must both allow a connection nobody here said yes to. */
+
+static void
+policy_nobody(const char *nobody)
+{
+	char text[512];
+
+	snprintf(text, sizeof(text),
+	    "defaults prompt-timeout=6s\n"
+	    "scope workstations ou=\"ou=Workstations,ou=Computers,"
+	    "dc=corp,dc=example\" nobody=%s\n"
+	    "allow control group \"CORP\\helpdesk\" on workstations\n",
+	    nobody);
+	ck_assert_int_eq(tl_broker_write_policy(&br, text), 0);
+	ck_assert_int_eq(tl_broker_signal(&br, SIGHUP), 0);
+	ck_assert(tl_broker_wait_audit(&br, "\"policy_reloaded\"", 1, T_WAIT));
+}
+
+static void
+policy_nobody_view(void)
+{
+	policy_nobody("allow-view");
+}
+
+/* unattended = view, no session: accepted without a prompt, the tunnel
+ * comes up, and it stays view only. */
+START_TEST(t_unattended_view)
+{
+	struct tl_client *h;
+	unsigned char got[256];
+	char p[800];
+	size_t n;
+
+	policy_nobody_view();
+	agent_sessions = ""; /* nobody is ever logged on */
+	snprintf(agent_prompt, sizeof(agent_prompt), "unattended = view\n");
+	agent_start(0, 3);
+	h = helper_login();
+	answer("offer", "yes"); /* would say yes if it were asked */
+	offer(h, "control", helper_addr());
+	ck_assert_msg(tl_run_until(base, is_set, &hl.ready, T_WAIT),
+	    "the agent did not connect to the helper (%s)", agent_log);
+	ck_assert_msg(wait_bytes(hl.in, 12, T_WAIT),
+	    "no RFB greeting through the tunnel");
+	ck_assert_int_eq(
+	    memcmp(evbuffer_pullup(hl.in, 12), "RFB 003.008\n", 12), 0);
+	evbuffer_drain(hl.in, 12);
+	ck_assert_msg(wait_update(h, "state", "connected", T_WAIT),
+	    "no offer.update connected");
+	ck_assert_int_eq(agent_log_count("accepted (unattended)"), 1);
+	/* No prompt ran. */
+	snprintf(p, sizeof(p), "%s/prompts.log", agent_dir);
+	ck_assert_int_ne(access(p, F_OK), 0);
+	/* Audited as nobody's: accepted by the broker, connected by the
+	 * agent's session.event. */
+	ck_assert(tl_broker_wait_audit(&br, "session_connected", 1, T_WAIT));
+	ck_assert_int_ge(
+	    tl_broker_audit_count(&br, "\"user\":\"(nobody)\""), 2);
+	/* View only: key and pointer dropped. */
+	rp_tls_write(hl.t, rfb_hs, sizeof(rfb_hs));
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	rp_tls_write(hl.t, ptr_ev, sizeof(ptr_ev));
+	rp_tls_write(hl.t, fbur, sizeof(fbur));
+	ck_assert(wait_bytes(rfb.in, 24, T_WAIT));
+	tl_run_until(base, NULL, NULL, 300); /* anything more would show */
+	n = srv_take(got, sizeof(got));
+	ck_assert_uint_eq(n, 24);
+	ck_assert_int_eq(memcmp(got, rfb_hs, 14), 0);
+	ck_assert_int_eq(memcmp(got + 14, fbur, 10), 0);
+	rp_tls_close(hl.t);
+	ck_assert(tl_run_until(base, is_set, &rfb.closed, T_WAIT));
+	ck_assert(tl_broker_wait_audit(&br, "session_disconnected", 1, T_WAIT));
+	tl_client_free(h);
+}
+END_TEST
+
+/* unattended = control, nobody=allow: a control ticket connects view
+ * only, and control.request is granted without a prompt. */
+START_TEST(t_unattended_control)
+{
+	struct tl_client *h;
+	unsigned char got[256];
+	char p[800];
+	size_t n;
+
+	policy_nobody("allow");
+	agent_sessions = "";
+	snprintf(agent_prompt, sizeof(agent_prompt), "unattended = control\n");
+	agent_start(0, 3);
+	h = helper_login();
+	offer(h, "control", helper_addr());
+	ck_assert_msg(tl_run_until(base, is_set, &hl.ready, T_WAIT),
+	    "the agent did not connect to the helper (%s)", agent_log);
+	ck_assert(wait_bytes(hl.in, 12, T_WAIT));
+	evbuffer_drain(hl.in, 12);
+	ck_assert(wait_update(h, "state", "connected", T_WAIT));
+	/* View only until control is granted. */
+	rp_tls_write(hl.t, rfb_hs, sizeof(rfb_hs));
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	ck_assert(wait_bytes(rfb.in, 14, T_WAIT));
+	tl_run_until(base, NULL, NULL, 300);
+	ck_assert_uint_eq(srv_take(got, sizeof(got)), 14);
+	ck_assert_int_eq(
+	    tl_client_call(h, "control.request",
+	        json_pack("{s:s}", "ticket", hl.ticket), T_WAIT, NULL),
+	    0);
+	ck_assert_msg(wait_update(h, "control", "granted", T_WAIT),
+	    "control not granted (%s)", agent_log);
+	ck_assert(tl_broker_wait_audit(&br, "control_accepted", 1, T_WAIT));
+	ck_assert_int_eq(agent_log_count("control granted (unattended)"), 1);
+	rp_tls_write(hl.t, key_a, sizeof(key_a));
+	ck_assert(wait_bytes(rfb.in, 8, T_WAIT));
+	n = srv_take(got, sizeof(got));
+	ck_assert_uint_eq(n, 8);
+	ck_assert_int_eq(memcmp(got, key_a, 8), 0);
+	snprintf(p, sizeof(p), "%s/prompts.log", agent_dir);
+	ck_assert_int_ne(access(p, F_OK), 0);
+	tl_client_free(h);
+}
+END_TEST
+
+/* unattended = view does not allow a control ticket (nobody=allow). */
+START_TEST(t_unattended_view_not_control)
+{
+	struct tl_client *h;
+
+	policy_nobody("allow");
+	agent_sessions = "";
+	snprintf(agent_prompt, sizeof(agent_prompt), "unattended = view\n");
+	agent_start(0, 2);
+	h = helper_login();
+	offer(h, "control", helper_addr());
+	ck_assert(agent_wait_log("ticket.connect refused: not accepted on "
+	                         "this machine (unattended = view",
+	    T_WAIT));
+	ck_assert(tl_broker_wait_log(
+	    &br, "ticket.connect to " WS42 ": declined", 1, T_WAIT));
+	ck_assert_int_eq(hl.accepted, 0);
+	tl_client_free(h);
+}
+END_TEST
+
+/* unattended = no (the default), same broker policy: the agent refuses
+ * ticket.connect and says why; the broker logs the refusal; the helper
+ * has "accepted" and nothing more (the ticket waits for its expiry). */
+START_TEST(t_unattended_off)
+{
+	struct tl_client *h;
+
+	policy_nobody_view();
+	agent_sessions = "";
+	snprintf(agent_prompt, sizeof(agent_prompt), "unattended = no\n");
+	agent_start(1, 2);
+	h = helper_login();
+	answer("offer", "yes");
+	offer(h, "view", helper_addr());
+	ck_assert(wait_update(h, "state", "accepted", T_WAIT));
+	ck_assert_msg(agent_wait_log("ticket.connect refused: not accepted "
+	                             "on this machine (unattended access is "
+	                             "off in raagent.conf)",
+	                  T_WAIT),
+	    "no refusal in %s", agent_log);
+	/* The broker logs the agent's answer (1007 declined). */
+	ck_assert_msg(tl_broker_wait_log(&br,
+	                  "ticket.connect to " WS42 ": declined", 1, T_WAIT),
+	    "no refusal in %s", br.log);
+	ck_assert(!wait_update(h, "state", "connected", 1000));
+	ck_assert_int_eq(hl.accepted, 0);
+	ck_assert_int_eq(rfb.accepted, 0);
+	ck_assert_int_eq(agent_log_count("accepted (unattended)"), 0);
+	ck_assert_int_eq(tl_broker_audit_count(&br, "session_connected"), 0);
 	tl_client_free(h);
 }
 END_TEST
@@ -1750,6 +1933,10 @@ agent_suite(void)
 	tcase_add_test(tc, t_rfb_unknown_type);
 	tcase_add_test(tc, t_wrong_psk);
 	tcase_add_test(tc, t_decline);
+	tcase_add_test(tc, t_unattended_view);
+	tcase_add_test(tc, t_unattended_off);
+	tcase_add_test(tc, t_unattended_control);
+	tcase_add_test(tc, t_unattended_view_not_control);
 	tcase_add_test(tc, t_expire_tears_down);
 	tcase_add_test(tc, t_cancel_tears_down);
 	tcase_add_test(tc, t_cancel_while_away);

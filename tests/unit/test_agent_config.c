@@ -26,6 +26,7 @@ static const char *good = "[agent]\n"
                           "[prompt]\n"
                           "command = script:/usr/lib/raagent/prompt\n"
                           "timeout_margin = 3\n"
+                          "unattended = view\n"
                           "[tunnel]\n"
                           "target = [::1]:5901\n"
                           "connect_timeout = 10\n"
@@ -57,6 +58,7 @@ START_TEST(t_good)
 	ck_assert_int_eq(c->prompt, CL_PROMPT_SCRIPT);
 	ck_assert_str_eq(c->prompt_script, "/usr/lib/raagent/prompt");
 	ck_assert_uint_eq(c->prompt_margin_s, 3);
+	ck_assert_int_eq(c->unattended, CL_UNATT_VIEW);
 	ck_assert_str_eq(c->target_host, "::1");
 	ck_assert_str_eq(c->target_port, "5901");
 	ck_assert_uint_eq(c->connect_timeout_s, 10);
@@ -86,7 +88,32 @@ START_TEST(t_defaults)
 	ck_assert_uint_eq(c->backoff_cap_ms, 60000);
 	ck_assert_uint_eq(c->resolve_timeout_s, 10);
 	ck_assert_ptr_null(c->nameserver);
+	ck_assert_int_eq(c->unattended, CL_UNATT_NO);
 	cl_agent_config_free(c);
+}
+END_TEST
+
+/* [prompt] unattended: no, view or control, nothing else. */
+START_TEST(t_unattended)
+{
+	static const struct {
+		const char *v;
+		int want;
+	} cases[] = {{"no", CL_UNATT_NO}, {"view", CL_UNATT_VIEW},
+	    {"control", CL_UNATT_CONTROL}};
+	char text[512], err[1024];
+	struct cl_agent_config *c;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text),
+		    "[agent]\nbroker=h:1\nca=/c\ncert=/m\nkey=/k\n"
+		    "state_dir=/s\n[prompt]\nunattended = %s\n",
+		    cases[i].v);
+		c = cl_agent_config_parse("u.conf", text, err, sizeof(err));
+		ck_assert_msg(c != NULL, "%s: %s", cases[i].v, err);
+		ck_assert_int_eq(c->unattended, cases[i].want);
+		cl_agent_config_free(c);
+	}
 }
 END_TEST
 
@@ -110,6 +137,12 @@ static const struct {
     {"[sessions]\nsession = bob tablet\n", "x.conf:2: session"},
     {"[sessions]\nsource = utmp\n", "x.conf:2: source"},
     {"[log]\nlevel = loud\n", "x.conf:2: level"},
+    {"[prompt]\n\nunattended = yes\n",
+        "x.conf:3: unattended: no, view or control, got \"yes\""},
+    {"[prompt]\nunattended = View\n", "x.conf:2: unattended"},
+    {"[prompt]\nunattended = no\nunattended = view\n",
+        "x.conf:3: unattended given twice"},
+    {"[agent]\nunattended = view\n", "x.conf:2: unknown key unattended"},
     {"[agent]\nca = /a\nca = /b\n", "x.conf:3: ca given twice"},
     {"[agent]\nthis is not ini\n", "x.conf:2"},
     {"[agent]\nbroker=h:1\nca=/c\ncert=/m\nkey=/k\n",
@@ -178,6 +211,7 @@ config_suite(void)
 
 	tcase_add_test(tc, t_good);
 	tcase_add_test(tc, t_defaults);
+	tcase_add_test(tc, t_unattended);
 	tcase_add_loop_test(
 	    tc, t_errors, 0, (int)(sizeof(bad) / sizeof(bad[0])));
 	tcase_add_test(tc, t_long_line_and_all_errors);
