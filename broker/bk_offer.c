@@ -886,6 +886,20 @@ connect_cb(struct rp_conn *c, int code, json_t *res, void *arg)
 	if (code != 0)
 		log_info("ticket %s: ticket.connect to %s: %s", o->t->id,
 		    o->t->machine, rp_err_name(code));
+	/* The agent will not connect for this ticket (nobody there said yes:
+	 * unattended access off in raagent.conf, or a user logged on since
+	 * the broker's decision): the offer ends now, the helper is told
+	 * why, rather than waiting for the ticket to expire. */
+	if (code == RP_ERR_DECLINED && o->t->state == BK_TS_ACCEPTED) {
+		json_t *f = tfields(o->t);
+
+		json_object_set_new(f, "state", json_string("accepted"));
+		json_object_set_new(f, "reason", json_string("agent_refused"));
+		audit(o->os->ctx, BK_AE_OFFER_CANCELLED, f);
+		offer_hold(o);
+		(void)offer_move(o, BK_TS_CANCELLED, "agent_refused", NULL);
+		offer_release(o);
+	}
 	offer_unref(o);
 }
 

@@ -881,6 +881,10 @@ START_TEST(t_unattended_off)
 	ck_assert_msg(tl_broker_wait_log(&br,
 	                  "ticket.connect to " WS42 ": declined", 1, T_WAIT),
 	    "no refusal in %s", br.log);
+	/* and ends the offer at once, telling the helper why */
+	ck_assert_msg(wait_update(h, "reason", "agent_refused", T_WAIT),
+	    "no offer.update cancelled/agent_refused");
+	ck_assert_int_eq(tl_broker_audit_count(&br, "\"agent_refused\""), 1);
 	ck_assert(!wait_update(h, "state", "connected", 1000));
 	ck_assert_int_eq(hl.accepted, 0);
 	ck_assert_int_eq(rfb.accepted, 0);
