@@ -340,6 +340,20 @@ rp_tls_ctx_new(const struct rp_tls_opts *o, char *err, size_t errlen)
 		goto fail;
 	}
 	if (o->cert_file != NULL) {
+		struct stat st;
+
+		/* A private key others can read is no longer private: refused
+		 * (raagent's machine key, raoffer's helper key; the broker
+		 * also checks its own key's owner). */
+		if (stat(o->key_file, &st) == 0 &&
+		    (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+			snprintf(err, errlen,
+			    "tls: key_file %s: group or others may access this "
+			    "private key (mode %04o); refused: chmod 600 %s",
+			    o->key_file, (unsigned)(st.st_mode & 07777),
+			    o->key_file);
+			goto fail;
+		}
 		r = gnutls_certificate_set_x509_key_file(
 		    ctx->cert, o->cert_file, o->key_file, GNUTLS_X509_FMT_PEM);
 		if (r < 0) {

@@ -32,6 +32,7 @@
  *   build/bench/tests/bench_offer [-n 1000] [-o 2000] [-c 16] [-t 60]
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,13 +104,18 @@ load_file(const char *path, gnutls_datum_t *d)
 	return gnutls_load_file(path, d) < 0 ? -1 : 0;
 }
 
+/* 0600: private keys others may read are refused (rp_tls). */
 static int
 write_pem(const char *path, const gnutls_datum_t *d)
 {
-	FILE *f = fopen(path, "w");
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
 
-	if (f == NULL)
+	if (f == NULL) {
+		if (fd >= 0)
+			close(fd);
 		return -1;
+	}
 	fwrite(d->data, 1, d->size, f);
 	return fclose(f);
 }

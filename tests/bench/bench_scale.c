@@ -222,6 +222,7 @@ make_certs(int n, int *made)
 		fwrite(c.data, 1, c.size, f);
 		fwrite(k.data, 1, k.size, f);
 		fclose(f);
+		chmod(tmp, 0600); /* it holds a private key */
 		rename(tmp, path);
 		gnutls_free(c.data);
 		gnutls_free(k.data);

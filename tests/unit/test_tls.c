@@ -927,6 +927,35 @@ START_TEST(bad_ctx_files)
 }
 END_TEST
 
+/* A private key that group or others may read is refused, with the fix
+ * in the message; the same file at 0600 is used. */
+START_TEST(key_file_mode)
+{
+	struct rp_tls_opts o = {0};
+	struct rp_tls_ctx *ctx;
+	char err[512], cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "cp %s %s", tl_path(pki, "ws-042-key.pem"),
+	    tl_path(pki, "mode-key.pem"));
+	ck_assert_int_eq(system(cmd), 0);
+	o.role = RP_TLS_CLIENT;
+	o.ca_file = tl_path(pki, "ca.pem");
+	o.cert_file = tl_path(pki, "ws-042.pem");
+	o.key_file = tl_path(pki, "mode-key.pem");
+	ck_assert_int_eq(chmod(o.key_file, 0640), 0);
+	ck_assert_ptr_null(rp_tls_ctx_new(&o, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "mode 0640") && strstr(err, "chmod 600"),
+	    "err: %s", err);
+	ck_assert_int_eq(chmod(o.key_file, 0604), 0);
+	ck_assert_ptr_null(rp_tls_ctx_new(&o, err, sizeof(err)));
+	ck_assert_int_eq(chmod(o.key_file, 0600), 0);
+	ctx = rp_tls_ctx_new(&o, err, sizeof(err));
+	ck_assert_msg(ctx != NULL, "err: %s", err);
+	rp_tls_ctx_free(ctx);
+	unlink(o.key_file);
+}
+END_TEST
+
 /* ---- external PSK (expert tickets) ------------------------------------ */
 
 static const unsigned char psk_key[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
@@ -1525,6 +1554,7 @@ issue_short_cert(const char *name, const char *fqdn, long secs)
 	f = fopen(tl_path(pki, path), "w");
 	fwrite(out.data, 1, out.size, f);
 	fclose(f);
+	chmod(tl_path(pki, path), 0600); /* keys others may read are refused */
 	gnutls_free(out.data);
 	gnutls_x509_crt_deinit(crt);
 	gnutls_x509_privkey_deinit(key);
@@ -1676,6 +1706,7 @@ tls_suite(void)
 	tcase_add_test(tc, close_during_handshake);
 	tcase_add_test(tc, connect_refused);
 	tcase_add_test(tc, bad_ctx_files);
+	tcase_add_test(tc, key_file_mode);
 	tcase_add_test(tc, idle_memory_per_connection);
 	tcase_add_test(tc, psk_right_key);
 	tcase_add_test(tc, psk_requires_ecdhe);
