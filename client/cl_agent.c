@@ -634,6 +634,18 @@ unattended_refusal(struct cl_agent *a, const char *mode)
 	return NULL;
 }
 
+/* Never connect for a ticket nobody here said yes to: 1007 declined, and
+ * the reason in the log. */
+static void
+refuse_connect(struct rp_conn *c, json_t *id, const char *tid, const char *why)
+{
+	log_warnx("ticket %s: ticket.connect refused: not accepted on this "
+	          "machine (%s)",
+	    tid, why);
+	rp_conn_error(
+	    c, id, RP_ERR_DECLINED, "not accepted on this machine", NULL);
+}
+
 /* A ticket.connect for a ticket no local user accepted: a ticket record
  * accepted by "(nobody)" when raagent.conf and the sessions allow it,
  * else NULL with the request answered. */
@@ -648,12 +660,7 @@ unattended_accept(struct cl_agent *a, struct rp_conn *c, json_t *id,
 	else
 		why = unattended_refusal(a, mode);
 	if (why != NULL) {
-		/* Never connect for a ticket nobody here said yes to. */
-		log_warnx("ticket %s: ticket.connect refused: not accepted on "
-		          "this machine (%s)",
-		    tid, why);
-		rp_conn_error(c, id, RP_ERR_DECLINED,
-		    "not accepted on this machine", NULL);
+		refuse_connect(c, id, tid, why);
 		return NULL;
 	}
 	if ((t = ticket_get(a, tid)) == NULL) {
@@ -699,11 +706,7 @@ h_ticket_connect(struct rp_conn *c, json_t *id, json_t *params, void *ctx)
 		/* Sent again (a reconnection): still nobody here? */
 		const char *why = unattended_refusal(a, t->mode);
 		if (why != NULL) {
-			log_warnx("ticket %s: ticket.connect refused: not "
-			          "accepted on this machine (%s)",
-			    tid, why);
-			rp_conn_error(c, id, RP_ERR_DECLINED,
-			    "not accepted on this machine", NULL);
+			refuse_connect(c, id, tid, why);
 			ticket_free(t);
 			return;
 		}
